@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cxr.params import Params, ParamsError, flatten, load_params, params_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_yaml_loads_and_matches_design_keys():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.source == "phantoms"
+    assert params.sample.patient_fraction == 0.5
+    assert params.split.by_patient is True
+    assert params.split.fractions.as_tuple() == (0.7, 0.1, 0.2)
+
+
+def test_defaults_equal_an_empty_file():
+    assert params_from_dict({}) == Params()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"sample": {"patient_fracton": 0.5}}, "unknown key sample.patient_fracton"),
+        ({"datta": {}}, "unknown key datta"),
+        ({"sample": {"patient_fraction": 1.5}}, "sample.patient_fraction = 1.5"),
+        ({"sample": {"patient_fraction": "half"}}, "expected a number"),
+        ({"split": {"by_patient": "yes"}}, "split.by_patient = 'yes'; expected true or false"),
+        ({"data": {"source": "chexpert"}}, "data.source = 'chexpert'; allowed: 'phantoms', 'nih'"),
+        ({"split": {"fractions": {"train": 0.7, "val": 0.2, "test": 0.2}}}, "train + val + test = 1"),
+        ({"split": {"fractions": {"train": 0.0, "val": 0.5, "test": 0.5}}}, "a positive fraction"),
+        ({"split": {"method": "official", "official_test_list": ""}}, "split.official_test_list"),
+        ({"pipeline": {"image_size": 16}}, "pipeline.image_size = 16"),
+        ({"pipeline": {"batch_size": 1.5}}, "pipeline.batch_size = 1.5; expected an integer"),
+        ({"seed": True}, "seed = True; expected an integer"),
+        ({"models": {"fusion": {"head_epoch": 2}}}, "unknown key models.fusion.head_epoch"),
+        ({"models": {"fusion": {"patience": 0}}}, "models.fusion.patience = 0"),
+        ({"loss": {"name": "mse"}}, "loss.name = .mse.; allowed"),
+        ({"train": {"strategy": "tpu"}}, "train.strategy = .tpu."),
+    ],
+)
+def test_bad_values_name_the_key(raw, message):
+    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace("+", r"\+")):
+        params_from_dict(raw)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_later_stage_blocks_pass_through_and_flatten():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["evaluate"] = {"bootstrap": 100}
+    raw["loss"] = {"name": "focal", "gamma": 2.0}
+    flat = flatten(params_from_dict(raw))
+    assert flat["loss.gamma"] == 2.0
+    assert flat["split.fractions.test"] == 0.2
+    assert flat["seed"] == 42
+    assert flat["evaluate.bootstrap"] == 100
