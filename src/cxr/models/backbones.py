@@ -1,0 +1,295 @@
+"""Pretrained-architecture backbones (Keras applications) and what is done to them.
+
+- `application`: a `keras.applications` network without its top, as a named sub-model
+  (`densenet121`, `efficientnetb0`, `efficientnetb3`), with random or ImageNet weights.
+- `application_trunk`: the same network cut at an intermediate layer (`<name>_trunk`).
+- `build_application_model`: preprocessing -> backbone -> `heads.dense_head`.
+- `load_weights_file`: the `weights=PATH` branch of `cxr.models.build`.
+- `backbone_layers` / `set_backbone_trainable`: freezing for two-phase training.
+
+Backbones stay nested sub-models, so they are found by name after a `.keras` round trip.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from cxr.labels import N_LABELS
+from cxr.models.heads import dense_head
+from cxr.models.layers import IMAGENET_STD
+from cxr.models.preprocessing import preprocessing_layer
+
+# name -> (constructor, the file keras.applications downloads for include_top=False).
+APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], str]] = {
+    "densenet121": (
+        keras.applications.DenseNet121,
+        "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "efficientnetb0": (keras.applications.EfficientNetB0, "efficientnetb0_notop.h5"),
+    "efficientnetb3": (keras.applications.EfficientNetB3, "efficientnetb3_notop.h5"),
+}
+TRUNK_SUFFIX = "_trunk"
+BACKBONE_NAMES: frozenset[str] = frozenset(
+    list(APPLICATIONS) + [name + TRUNK_SUFFIX for name in APPLICATIONS]
+)
+FEATURE_MAP_LAYER = "feature_map"
+# keras.applications refuse smaller inputs (ImageNet weights or not).
+MIN_IMAGE_SIZE = 32
+
+
+def check_image_size(image_size, minimum: int, model_name: str) -> int:
+    """`image_size` as an int, or a ValueError naming the model and the minimum."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int | float):
+        raise ValueError(f"image_size must be an int; got {image_size!r}.")
+    if int(image_size) != image_size or image_size < minimum:
+        raise ValueError(
+            f"image_size={image_size!r} is too small or not whole for model {model_name!r}: "
+            f"it needs an integer >= {minimum} (images are image_size x image_size x 3)."
+        )
+    return int(image_size)
+
+
+def application(name: str, image_size: int, weights: str | None = None) -> keras.Model:
+    """`keras.applications.<name>(include_top=False)` for `(image_size, image_size, 3)` input.
+
+    Args:
+        weights: `None` (random init) or `"imagenet"` (Keras downloads the file once into
+            `~/.keras/models/`, or `$KERAS_HOME/models/`; without network a RuntimeError
+            says which file to put there).
+
+    The layers are the same whatever `weights` is, so a weights file saved from a model
+    built with ImageNet weights loads into one built with `weights=None`. (Keras's
+    EfficientNet adds a constant Rescaling after its Normalization only for ImageNet
+    weights; here that constant is folded into the Normalization variance instead.)
+    """
+    if name not in APPLICATIONS:
+        raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(APPLICATIONS)}.")
+    if weights not in (None, "imagenet"):
+        raise ValueError(f"application weights must be None or 'imagenet'; got {weights!r}.")
+    image_size = check_image_size(image_size, MIN_IMAGE_SIZE, name)
+    constructor, _ = APPLICATIONS[name]
+    input_shape = (image_size, image_size, 3)
+    if weights is None:
+        return constructor(include_top=False, weights=None, input_shape=input_shape)
+    pretrained = _imagenet_application(name, input_shape)
+    if not name.startswith("efficientnet"):
+        return pretrained
+    model = constructor(include_top=False, weights=None, input_shape=input_shape)
+    model.set_weights(pretrained.get_weights())
+    scale = _stddev_rescaling(pretrained)
+    fold_rescaling_into_normalization(model, scale if scale is not None else 1.0)
+    return model
+
+
+def _imagenet_application(name: str, input_shape: tuple[int, int, int]) -> keras.Model:
+    constructor, weights_file = APPLICATIONS[name]
+    try:
+        return constructor(include_top=False, weights="imagenet", input_shape=input_shape)
+    except Exception as err:
+        raise RuntimeError(
+            f"Could not get the ImageNet weights of {name} ({type(err).__name__}: {err}). "
+            f"Keras downloads them once and caches them as ~/.keras/models/{weights_file} "
+            "(the directory is $KERAS_HOME/models/ when the KERAS_HOME environment variable "
+            f"is set). On a machine without network, copy {weights_file} there from a machine "
+            "that has it (or from https://storage.googleapis.com/keras-applications/), or "
+            "build with weights='none' or weights=<path to a weights file>."
+        ) from err
+
+
+def _stddev_rescaling(efficientnet: keras.Model):
+    """The per-channel scale of the Rescaling right after the Normalization, if any."""
+    stack = efficientnet.layers
+    for before, after in zip(stack, stack[1:], strict=False):
+        if isinstance(before, layers.Normalization) and isinstance(after, layers.Rescaling):
+            return np.asarray(after.scale, dtype="float32")
+    return None
+
+
+def fold_rescaling_into_normalization(efficientnet: keras.Model, scale) -> None:
+    """Make the first Normalization layer also multiply its output by `scale` (per channel).
+
+    `(x - mean) / sqrt(var) * scale == (x - mean) / sqrt(var / scale**2)`.
+    """
+    norm = next(layer for layer in efficientnet.layers if isinstance(layer, layers.Normalization))
+    scale = np.asarray(scale, dtype="float32")
+    norm.adapt_variance.assign(np.asarray(norm.adapt_variance) / scale**2)
+    norm.finalize_state()
+
+
+def refresh_normalization(model: keras.Model) -> None:
+    """Recompute Normalization layers' cached mean/variance from their variables.
+
+    Keras caches them as tensors when weights are *loaded*, not when they are *set*
+    (`set_weights`), so call this after `set_weights`.
+    """
+    for layer in _walk_layers(model):
+        if isinstance(layer, layers.Normalization):
+            layer.finalize_state()
+
+
+def _walk_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _walk_layers(layer)
+
+
+def application_trunk(
+    name: str, cut_layer: str, image_size: int, weights: str | None = None
+) -> keras.Model:
+    """The application from its input up to the output of `cut_layer`, named `<name>_trunk`.
+
+    Only the layers on the way to `cut_layer` (and their weights) are part of the trunk.
+    """
+    full = application(name, image_size, weights)
+    try:
+        cut = full.get_layer(cut_layer)
+    except ValueError as err:
+        raise ValueError(
+            f"cut layer {cut_layer!r} is not a layer of {name} "
+            f"(its last layers are {[layer.name for layer in full.layers[-4:]]})."
+        ) from err
+    shape = cut.output.shape
+    if len(shape) != 4 or any(dim is None or dim < 1 for dim in shape[1:]):
+        raise ValueError(
+            f"cut layer {cut_layer!r} of {name} must give a (height, width, channels) map of at "
+            f"least 1x1 at image_size={image_size}; it gives {tuple(shape[1:])}. "
+            "Use a larger image_size or an earlier cut layer."
+        )
+    return keras.Model(full.input, cut.output, name=name + TRUNK_SUFFIX)
+
+
+def build_application_model(
+    backbone_name: str,
+    image_size: int = 224,
+    weights: str | None = None,
+    hidden_units: int = 512,
+    dropout: float = 0.5,
+    n_labels: int = N_LABELS,
+) -> keras.Model:
+    """Raw 0-255 image -> backbone preprocessing -> backbone -> `dense_head`.
+
+    The backbone is a nested sub-model named `backbone_name`; its output (the last
+    spatial feature map, after the final BN + relu) passes through an identity layer named
+    `feature_map`, which is what Grad-CAM explains.
+    """
+    backbone = application(backbone_name, image_size, weights)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = preprocessing_layer(backbone_name)(inputs)
+    x = backbone(x)
+    # A top-level handle on the backbone's output: a nested model's own `.output` belongs
+    # to its inner graph, so Grad-CAM could not tap it from the outer model.
+    x = layers.Identity(name=FEATURE_MAP_LAYER)(x)
+    outputs = dense_head(x, hidden_units=hidden_units, dropout=dropout, n_labels=n_labels)
+    return keras.Model(inputs, outputs, name=f"cxr_{backbone_name}")
+
+
+def backbone_layers(model: keras.Model) -> list[keras.Model]:
+    """The backbone sub-models of a cxr model (empty for `simple_cnn`)."""
+    return [layer for layer in model.layers if layer.name in BACKBONE_NAMES]
+
+
+def set_backbone_trainable(
+    model: keras.Model, trainable: bool, freeze_batchnorm: bool = False
+) -> keras.Model:
+    """Freeze (`trainable=False`) or unfreeze every backbone layer; the head is untouched.
+
+    A frozen BatchNormalization layer runs in inference mode (moving statistics) in Keras 3
+    even when the model is called with `training=True`. With `trainable=True` and
+    `freeze_batchnorm=True`, the BatchNormalization layers stay frozen (the usual advice
+    when fine-tuning with small batches). Compile the model again after calling this.
+    """
+    for backbone in backbone_layers(model):
+        backbone.trainable = trainable
+        # Set every inner layer too: Keras skips the recursion when the container's own
+        # flag already has the requested value, which would leave frozen BN layers frozen.
+        for layer in _walk_layers(backbone):
+            is_batchnorm = isinstance(layer, layers.BatchNormalization)
+            layer.trainable = trainable and not (freeze_batchnorm and is_batchnorm)
+    return model
+
+
+def load_weights_file(model: keras.Model, path: str | os.PathLike) -> str:
+    """Load a local weights file into `model`; returns what it was: "model" or "backbone".
+
+    Accepted, tried in this order:
+    1. full-model weights saved from this very architecture and options
+       (`model.save_weights("x.weights.h5")`, or a `.keras` file), loaded with
+       `model.load_weights`;
+    2. for a model with exactly one backbone, weights of the backbone alone (a Keras
+       `.weights.h5` saved from the backbone, or the legacy `.h5` file keras.applications
+       downloads, e.g. `densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5`), loaded
+       with `backbone.load_weights`. A legacy `.h5` file into an EfficientNet backbone is
+       taken to be Keras's ImageNet file and gets the same input fix as weights="imagenet".
+    A file that fits neither raises ValueError naming the file and the model; the model's
+    weights are then as before the call.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights={str(path)!r}: no such file. Pass 'none', 'imagenet' or the path of an "
+            "existing weights file."
+        )
+    before = model.get_weights()
+    model_error = _try_load(model, path)
+    if model_error is None:
+        return "model"
+    _restore(model, before)
+    backbones = backbone_layers(model)
+    backbone_error = None
+    if len(backbones) == 1:
+        backbone = backbones[0]
+        backbone_error = _try_load(backbone, path)
+        if backbone_error is None:
+            if backbone.name.startswith("efficientnet") and _is_legacy_h5(path):
+                # The legacy file is Keras's ImageNet download: apply the ImageNet fix.
+                fold_rescaling_into_normalization(backbone, 1.0 / np.sqrt(IMAGENET_STD))
+            return "backbone"
+        _restore(model, before)
+    tried = f"full model {model.name!r}: {_short(model_error)}"
+    if backbone_error is not None:
+        tried += f"; backbone {backbones[0].name!r}: {_short(backbone_error)}"
+    raise ValueError(
+        f"weights file {str(path)!r} does not fit model {model.name!r}. It must hold the "
+        "weights of this very architecture (same model name and options), "
+        + ("or of its backbone alone" if len(backbones) == 1 else "saved with save_weights")
+        + f". Tried {tried}"
+    )
+
+
+def _restore(model: keras.Model, weights: list) -> None:
+    model.set_weights(weights)
+    refresh_normalization(model)
+
+
+def _is_legacy_h5(path: Path) -> bool:
+    return path.suffix in (".h5", ".hdf5") and not path.name.endswith(".weights.h5")
+
+
+def _short(error: BaseException, limit: int = 400) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _try_load(target: keras.Model, path: Path) -> Exception | None:
+    """`target.load_weights(path)`; the exception if it does not fit, else None.
+
+    A misfit makes Keras warn once per unmatched layer before it raises; those warnings
+    are dropped (the raised error says it all), while a successful load's are re-issued.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            target.load_weights(path)
+        except Exception as err:  # keras raises ValueError, KeyError, OSError... on a misfit
+            return err
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return None
