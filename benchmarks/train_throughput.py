@@ -1,0 +1,67 @@
+"""Training throughput (images/s) per model and phase, on synthetic images.
+
+Usage: python benchmarks/train_throughput.py [--size 64] [--batch 32] [--steps 8] [--models ...]
+"head" = backbone frozen (phase 1), "finetune" = everything trainable (phase 2). The first
+step of each phase traces the graph: it is timed separately and left out of the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from cxr import runtime
+from cxr.losses import build_loss
+from cxr.models import MODEL_NAMES, backbone_layers, build, set_backbone_trainable
+from cxr.training import compile_model
+
+
+def measure(name: str, size: int, batch: int, steps: int) -> list[tuple[str, float, float]]:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch * steps, size, size, 3)).astype(np.float32)
+    y = rng.integers(0, 2, (batch * steps, 14)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
+    model = build(name, image_size=size)
+    phases = [("head", False), ("finetune", True)] if backbone_layers(model) else [("full", True)]
+    results = []
+    for phase, trainable in phases:
+        set_backbone_trainable(model, trainable)
+        compile_model(model, build_loss("focal"), 1e-3, jit_compile=False)
+        first = next(iter(data))
+        started = time.perf_counter()
+        model.train_on_batch(*first)
+        trace_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        for images, labels in data:
+            model.train_on_batch(images, labels)
+        rate = batch * steps / (time.perf_counter() - started)
+        results.append((phase, rate, trace_seconds))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--models", nargs="*", default=list(MODEL_NAMES))
+    args = parser.parse_args()
+    runtime.configure(seed=0)
+    print(f"{'model':16s} {'phase':9s} {'img/s':>8s} {'first step s':>13s}  "
+          f"(size {args.size}, batch {args.batch}, {tf.config.list_physical_devices()[-1].name})")
+    rates = {}
+    for name in args.models:
+        for phase, rate, trace in measure(name, args.size, args.batch, args.steps):
+            rates[(name, phase)] = rate
+            print(f"{name:16s} {phase:9s} {rate:8.1f} {trace:13.1f}")
+    for name in args.models:
+        if (name, "head") in rates:
+            print(f"{name}: frozen head / full fine-tune speed ratio "
+                  f"{rates[(name, 'head')] / rates[(name, 'finetune')]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

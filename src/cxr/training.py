@@ -1,0 +1,220 @@
+"""Two-phase training: the head on a frozen backbone, then the whole network.
+
+Phase 1 ("head") freezes every backbone layer (so its BatchNorm layers keep their moving
+statistics even though the model is called with training=True) and trains the rest with Adam
+at a high rate. Phase 2 ("finetune") unfreezes everything at a low rate. Models without a
+backbone (simple_cnn) train in phase 1 only, all layers trainable.
+
+Each phase monitors the validation macro AUC (`keras.metrics.AUC(multi_label=True)`): the
+best weights are checkpointed, training stops after `patience` epochs without improvement,
+the LR is reduced on plateaus, and the best weights are restored at the end of the phase.
+
+Resume: every epoch writes the model + optimizer state (Keras BackupAndRestore), the best
+weights and the epoch log into `checkpoint_dir`. A run killed mid-phase continues from its
+last finished epoch with its history, best score and patience counter; a finished phase is
+not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cxr.models import backbone_layers, set_backbone_trainable
+
+MONITOR = "val_auc"
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    learning_rate: float
+    freeze_backbone: bool
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    head_epochs: int = 3
+    head_learning_rate: float = 1e-3
+    finetune_epochs: int = 3
+    finetune_learning_rate: float = 1e-5
+    patience: int = 3
+    reduce_lr_patience: int = 2
+    reduce_lr_factor: float = 0.5
+    min_learning_rate: float = 1e-5
+    jit_compile: bool = False
+
+    def phases(self, has_backbone: bool) -> list[Phase]:
+        if not has_backbone:
+            return [Phase("head", self.head_epochs, self.head_learning_rate, False)]
+        phases = [Phase("head", self.head_epochs, self.head_learning_rate, True)]
+        if self.finetune_epochs > 0:
+            phases.append(Phase("finetune", self.finetune_epochs, self.finetune_learning_rate,
+                                False))
+        return phases
+
+
+class NaNLossError(RuntimeError):
+    """Training diverged."""
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Fail loudly (Keras' TerminateOnNaN only stops quietly and the run looks finished)."""
+
+    def __init__(self, phase: str):
+        super().__init__()
+        self.phase, self.epoch = phase, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NaNLossError(
+                f"training diverged: loss is {loss} in phase {self.phase!r}, epoch "
+                f"{self.epoch + 1}, batch {batch + 1}. Lower the learning rate "
+                f"(params: models.<name>.*_learning_rate) or check the input images.")
+
+
+class BestAndPatience(keras.callbacks.Callback):
+    """Checkpoint the best weights by `val_auc`, count patience, record the epoch log.
+
+    One resumable callback instead of ModelCheckpoint + EarlyStopping, whose counters
+    restart from zero when a killed run resumes.
+    """
+
+    def __init__(self, directory: Path, phase: str, patience: int):
+        super().__init__()
+        self.directory, self.phase, self.patience = directory, phase, patience
+        self.best_path = directory / f"{phase}_best.weights.h5"
+        self.log_path = directory / f"{phase}_log.jsonl"
+        self.history: list[dict] = _read_log(self.log_path)
+        scores = [row[MONITOR] for row in self.history]
+        self.best = max(scores) if scores else -np.inf
+        self.wait = len(scores) - 1 - int(np.argmax(scores)) if scores else 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        if "learning_rate" not in row:
+            row["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+        self.history = [r for r in self.history if r["epoch"] < epoch + 1] + [row]
+        score = row.get(MONITOR, -np.inf)
+        if score > self.best:
+            self.best, self.wait = score, 0
+            self.model.save_weights(self.best_path)
+        else:
+            self.wait += 1
+        with self.log_path.open("w") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in self.history)
+        if self.wait >= self.patience:
+            self.model.stop_training = True
+
+    @property
+    def exhausted(self) -> bool:
+        """Patience ran out already (a resumed run that had stopped early)."""
+        return self.wait >= self.patience
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def compile_model(model: keras.Model, loss, learning_rate: float, jit_compile: bool) -> None:
+    n_labels = model.output_shape[-1]
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=[keras.metrics.AUC(multi_label=True, num_labels=n_labels, name="auc")],
+        jit_compile=jit_compile,
+    )
+
+
+def train_two_phase(
+    model: keras.Model,
+    train_data,
+    val_data,
+    loss,
+    config: TrainConfig,
+    checkpoint_dir: str | Path,
+    on_epoch: Callable[[str, dict], None] | None = None,
+    verbose: int = 2,
+    fingerprint: dict | None = None,
+    strategy=None,
+) -> dict[str, list[dict]]:
+    """Train `model` in place; returns {phase: [epoch rows]} with train and val loss/AUC.
+
+    `on_epoch(phase, row)` is called after every epoch (MLflow logging hooks in here).
+    `fingerprint`: everything else that defines the run (data, loss, seed...); checkpoints
+    are resumed only when it and `config` equal those they were written with.
+    `strategy`: the tf.distribute strategy the model was built under (optimizers must be
+    created in its scope); None = the one the model was built under.
+    """
+    strategy = strategy or model.distribute_strategy
+    checkpoint_dir = Path(checkpoint_dir)
+    _prepare_checkpoints(checkpoint_dir, {"config": asdict(config), **(fingerprint or {})})
+    history: dict[str, list[dict]] = {}
+    for phase in config.phases(has_backbone=bool(backbone_layers(model))):
+        history[phase.name] = _run_phase(model, phase, train_data, val_data, loss, config,
+                                         checkpoint_dir, on_epoch, verbose, strategy)
+    return history
+
+
+def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict) -> None:
+    """Resume only checkpoints written by an identical run; anything else starts over."""
+    marker = checkpoint_dir / "run.json"
+    current = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+    if checkpoint_dir.exists() and any(checkpoint_dir.iterdir()):
+        previous = json.loads(marker.read_text()) if marker.exists() else None
+        if previous == current:
+            print(f"training: resuming from the checkpoints in {checkpoint_dir}")
+        else:
+            print(f"training: {checkpoint_dir} holds checkpoints of another run; starting over")
+            shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(current, indent=2, sort_keys=True))
+
+
+def _run_phase(model, phase: Phase, train_data, val_data, loss, config: TrainConfig,
+               checkpoint_dir: Path, on_epoch, verbose: int, strategy) -> list[dict]:
+    done_marker = checkpoint_dir / f"{phase.name}_done"
+    best = BestAndPatience(checkpoint_dir, phase.name, config.patience)
+    if done_marker.exists():
+        model.load_weights(best.best_path)
+        return best.history
+    set_backbone_trainable(model, not phase.freeze_backbone)
+    with strategy.scope():
+        compile_model(model, loss, phase.learning_rate, config.jit_compile)
+    # `best` before the backup: if a kill lands between the two writes, the epoch is
+    # trained again and its log row replaced, never lost.
+    callbacks = [
+        StopOnNaN(phase.name),
+        best,
+        keras.callbacks.BackupAndRestore(str(checkpoint_dir / f"{phase.name}_backup")),
+        keras.callbacks.ReduceLROnPlateau(monitor=MONITOR, mode="max",
+                                          factor=config.reduce_lr_factor,
+                                          patience=config.reduce_lr_patience,
+                                          min_lr=min(config.min_learning_rate,
+                                                     phase.learning_rate)),
+    ]
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: on_epoch(phase.name, best.history[-1])))
+    if phase.epochs > 0 and not best.exhausted:
+        model.fit(train_data, validation_data=val_data, epochs=phase.epochs,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
+    if best.best_path.exists():
+        model.load_weights(best.best_path)
+    done_marker.write_text(json.dumps({"best_" + MONITOR: best.best}))
+    return best.history

@@ -1,0 +1,113 @@
+"""MLflow tracking: URI resolution, fail-fast on an unreachable server, a real server round trip."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cxr import tracking
+from cxr.losses import build_loss
+from cxr.models import build
+from cxr.training import TrainConfig, train_two_phase
+
+
+def test_default_uri_is_sqlite_under_the_given_root(tmp_path):
+    assert tracking.resolve_tracking_uri("", tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert tracking.resolve_tracking_uri("sqlite:///runs/x.db", tmp_path) == \
+        f"sqlite:///{tmp_path.resolve()}/runs/x.db"
+    assert tracking.resolve_tracking_uri("http://host:5000", tmp_path) == "http://host:5000"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_fails_fast_naming_the_uri(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.perf_counter()
+    with pytest.raises(tracking.TrackingError, match=f"{uri} is unreachable"), \
+            tracking.start_run(uri, "x", "run", {}, {}, tmp_path):
+        pass
+    assert time.perf_counter() - started < 10
+
+
+def test_local_sqlite_run_records_params_metrics_artifacts(tmp_path):
+    uri = tracking.resolve_tracking_uri("", tmp_path)
+    artifact = tmp_path / "history.json"
+    artifact.write_text("{}")
+    with tracking.start_run(uri, "exp", "train@x", {"a.b": 1}, {"model": "x"},
+                            tmp_path / "artifacts") as run:
+        run.log_metrics({"val_auc": 0.7, "skipped": None}, step=1)
+        run.log_artifact(artifact)
+    from mlflow.tracking import MlflowClient
+
+    stored = MlflowClient(uri).get_run(run.run_id)
+    assert stored.data.params == {"a.b": "1"}
+    assert stored.data.metrics == {"val_auc": 0.7}
+    assert stored.data.tags["model"] == "x"
+    assert stored.info.status == "FINISHED"
+    assert (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.slow
+def test_tiny_training_logged_to_a_real_mlflow_server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                tracking.check_reachable(uri, timeout=2)
+                break
+            except tracking.TrackingError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(server.stderr.read().decode()[-2000:]) from None
+                time.sleep(1)
+
+        rng = np.random.default_rng(0)
+        x = rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+        y = rng.integers(0, 2, (16, 14)).astype(np.float32)
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        model = build("simple_cnn", image_size=32)
+        with tracking.start_run(uri, "server-test", "train@simple_cnn", {"seed": 1},
+                                {"model": "simple_cnn"}, tmp_path) as run:
+            history = train_two_phase(
+                model, data, data, build_loss("focal"), TrainConfig(head_epochs=2,
+                                                                    finetune_epochs=0),
+                tmp_path / "ckpt", verbose=0,
+                on_epoch=lambda phase, row: run.log_metrics(
+                    {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
+            (tmp_path / "history.json").write_text(json.dumps(history))
+            run.log_artifact(tmp_path / "history.json")
+
+        def rest(path):
+            with urllib.request.urlopen(f"{uri}/api/2.0/mlflow/{path}", timeout=10) as answer:
+                return json.load(answer)
+
+        stored = rest(f"runs/get?run_id={run.run_id}")["run"]
+        assert stored["info"]["status"] == "FINISHED"
+        assert {"key": "seed", "value": "1"} in stored["data"]["params"]
+        steps = rest(f"metrics/get-history?run_id={run.run_id}&metric_key=val_loss")["metrics"]
+        assert sorted(m["step"] for m in steps) == [1, 2]
+        files = rest(f"artifacts/list?run_id={run.run_id}")["files"]
+        assert [f["path"] for f in files] == ["history.json"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

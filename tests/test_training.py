@@ -1,0 +1,207 @@
+"""Two-phase training on tiny models (a small nested backbone stands in for DenseNet)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cxr.losses import build_loss
+from cxr.models import build
+from cxr.training import NaNLossError, TrainConfig, train_two_phase
+
+N_LABELS = 14
+
+
+def tiny_backbone_model(seed: int = 0) -> keras.Model:
+    """image -> nested 'densenet121' sub-model (conv + BN) -> features -> head."""
+    keras.utils.set_random_seed(seed)
+    inner_in = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inner_in)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    backbone = keras.Model(inner_in, x, name="densenet121")
+    inputs = keras.Input((16, 16, 3), name="image")
+    scaled = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+    y = keras.layers.GlobalAveragePooling2D(name="features")(backbone(scaled))
+    y = keras.layers.Dropout(0.2, name="features_dropout")(y)
+    outputs = keras.layers.Dense(N_LABELS, activation="sigmoid", name="predictions")(y)
+    return keras.Model(inputs, outputs, name="tiny")
+
+
+def learnable_data(n: int = 64, seed: int = 0):
+    """Brightness of the image's left half decides every label: easy to learn."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (n, 16, 16, 3)).astype(np.float32)
+    signal = rng.integers(0, 2, n)
+    x[signal == 1, :, :8] = np.clip(x[signal == 1, :, :8] * 0.2 + 200, 0, 255)
+    y = np.repeat(signal[:, None], N_LABELS, axis=1).astype(np.float32)
+    y[:, 1::2] = rng.integers(0, 2, (n, N_LABELS // 2))  # half the labels are noise
+    return x, y
+
+
+def datasets(n=64, batch=16):
+    x, y = learnable_data(n)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).with_options(options)
+    val = tf.data.Dataset.from_tensor_slices(learnable_data(32, seed=1)).batch(batch)
+    return train, val.with_options(options)
+
+
+def weights_of(layer):
+    return [w.numpy().copy() for w in layer.weights]
+
+
+def test_phase_one_freezes_backbone_and_bn_statistics_phase_two_trains_them(tmp_path):
+    model = tiny_backbone_model()
+    backbone = model.get_layer("densenet121")
+    before = weights_of(backbone)
+    head_before = weights_of(model.get_layer("predictions"))
+    train, val = datasets()
+    config = TrainConfig(head_epochs=2, finetune_epochs=0, patience=5)
+    history = train_two_phase(model, train, val, build_loss("bce"), config, tmp_path / "a",
+                              verbose=0)
+    assert list(history) == ["head"] and len(history["head"]) == 2
+    after = weights_of(backbone)
+    assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True)), \
+        "phase 1 changed the frozen backbone (weights or BatchNorm moving statistics)"
+    assert not np.array_equal(head_before[0], weights_of(model.get_layer("predictions"))[0])
+
+    model2 = tiny_backbone_model()
+    config2 = TrainConfig(head_epochs=1, finetune_epochs=2, finetune_learning_rate=1e-2,
+                          patience=5)
+    history2 = train_two_phase(model2, train, val, build_loss("bce"), config2, tmp_path / "b",
+                               verbose=0)
+    assert [len(history2[p]) for p in ("head", "finetune")] == [1, 2]
+    bn = model2.get_layer("densenet121").get_layer("bn")
+    moving_mean = bn.moving_mean.numpy()
+    assert not np.allclose(moving_mean, 0.0), "phase 2 must update BatchNorm statistics"
+    assert not np.array_equal(before[0], model2.get_layer("densenet121").weights[0].numpy())
+
+
+def test_history_rows_hold_train_and_val_loss_and_auc_and_learning(tmp_path):
+    model = tiny_backbone_model()
+    train, val = datasets(n=128)
+    config = TrainConfig(head_epochs=4, finetune_epochs=0, head_learning_rate=1e-2, patience=5)
+    history = train_two_phase(model, train, val, build_loss("bce"), config, tmp_path, verbose=0)
+    rows = history["head"]
+    assert {"loss", "auc", "val_loss", "val_auc", "learning_rate", "epoch"} <= set(rows[0])
+    assert rows[-1]["val_auc"] > 0.6, rows
+
+
+def test_resume_after_a_kill_continues_where_it_stopped(tmp_path):
+    train, val = datasets()
+    config = TrainConfig(head_epochs=4, finetune_epochs=0, patience=10)
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("simulated kill")
+
+    model = tiny_backbone_model()
+    with pytest.raises(KeyboardInterrupt):
+        train_two_phase(model, train, val, build_loss("bce"), config, tmp_path,
+                        on_epoch=lambda phase, row: Kill().on_epoch_end(row["epoch"] - 1),
+                        verbose=0, fingerprint={"run": 1})
+    logged = [json.loads(line) for line in (tmp_path / "head_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 2]
+
+    epochs_seen = []
+    resumed = tiny_backbone_model(seed=99)  # fresh weights: they must come from the backup
+    history = train_two_phase(resumed, train, val, build_loss("bce"), config, tmp_path,
+                              on_epoch=lambda phase, row: epochs_seen.append(row["epoch"]),
+                              verbose=0, fingerprint={"run": 1})
+    assert epochs_seen == [3, 4], "the resumed run must not train epochs 1-2 again"
+    assert [r["epoch"] for r in history["head"]] == [1, 2, 3, 4]
+
+    # A finished phase is not trained again; another fingerprint starts over.
+    again = []
+    train_two_phase(tiny_backbone_model(), train, val, build_loss("bce"), config, tmp_path,
+                    on_epoch=lambda phase, row: again.append(row["epoch"]), verbose=0,
+                    fingerprint={"run": 1})
+    assert again == []
+    fresh = []
+    train_two_phase(tiny_backbone_model(), train, val, build_loss("bce"), config, tmp_path,
+                    on_epoch=lambda phase, row: fresh.append(row["epoch"]), verbose=0,
+                    fingerprint={"run": 2})
+    assert fresh == [1, 2, 3, 4]
+
+
+def test_early_stopping_restores_best_weights(tmp_path):
+    model = tiny_backbone_model()
+    train, val = datasets()
+    # A learning rate this large makes val AUC wander; patience 1 must stop early and
+    # restore the weights of the best epoch, not keep the last.
+    config = TrainConfig(head_epochs=8, finetune_epochs=0, head_learning_rate=1.0, patience=1)
+    history = train_two_phase(model, train, val, build_loss("bce"), config, tmp_path, verbose=0)
+    best = max(r["val_auc"] for r in history["head"])
+    model.compile(metrics=[keras.metrics.AUC(multi_label=True, num_labels=N_LABELS)],
+                  loss="binary_crossentropy")
+    restored = model.evaluate(val, verbose=0, return_dict=True)
+    auc_key = next(k for k in restored if "auc" in k)
+    assert restored[auc_key] == pytest.approx(best, abs=1e-6)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    model = tiny_backbone_model()
+    x, y = learnable_data(32)
+    y[0, 0] = np.nan
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    _, val = datasets()
+    config = TrainConfig(head_epochs=1, finetune_epochs=0)
+    with pytest.raises(NaNLossError, match="loss is nan in phase 'head', epoch 1, batch 1"):
+        train_two_phase(model, train, val, build_loss("bce"), config, tmp_path, verbose=0)
+
+
+def test_two_cpu_runs_of_the_simple_cnn_give_identical_weights(tmp_path):
+    from cxr import runtime
+
+    finals = []
+    for attempt in range(2):
+        runtime.configure(seed=7)
+        model = build("simple_cnn", image_size=32)
+        x, y = learnable_data(32)
+        x = np.concatenate([x, x], axis=1)[:, :32, :, :]
+        x = np.concatenate([x, x], axis=2)[:, :, :32, :]
+        train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(32, seed=7).batch(8)
+        config = TrainConfig(head_epochs=2, finetune_epochs=0)
+        train_two_phase(model, train, train, build_loss("focal"), config, tmp_path / str(attempt),
+                        verbose=0)
+        finals.append(model.get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(*finals, strict=True))
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    """Logical devices must be set before TF starts: run in a fresh interpreter."""
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import numpy as np
+        from cxr import runtime
+        from cxr.losses import build_loss
+        from cxr.models import build
+        from cxr.training import TrainConfig, train_two_phase
+        runtime.configure(seed=1)
+        strategy = runtime.distribution_strategy("mirrored")
+        assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+        with strategy.scope():
+            model = build("simple_cnn", image_size=32)
+        x = np.random.default_rng(0).uniform(0, 255, (32, 32, 32, 3)).astype("float32")
+        y = (x[:, :, :16].mean(axis=(1, 2, 3)) > 127).astype("float32")[:, None].repeat(14, 1)
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        history = train_two_phase(model, data, data, build_loss("focal"),
+                                  TrainConfig(head_epochs=1, finetune_epochs=0),
+                                  r"{tmp_path}", verbose=0)
+        print("REPLICAS", strategy.num_replicas_in_sync, "EPOCHS", len(history["head"]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REPLICAS 2 EPOCHS 1" in result.stdout
