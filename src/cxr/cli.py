@@ -1,0 +1,281 @@
+"""The `cxr` command line: thin subcommands over the `cxr` modules.
+
+    cxr predict PATH... [--model models/fusion/model.keras] [--passes 25] [--threshold 0.1]
+                        [--seed 0] [--batch-size 32] [--top K] [--json | --csv]
+
+`predict` runs Monte-Carlo dropout (`cxr.uncertainty`) on image files and folders and prints,
+per image, each finding's mean probability, its standard deviation over the passes and the
+referral flag (std > threshold). Exit status: 0 all images predicted, 1 some files could not
+be read (each reported on stderr), 2 nothing could be predicted (no readable image, no model).
+
+TensorFlow is imported only when a subcommand needs it, so `cxr --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxr.labels import LABELS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DEFAULT_MODEL = "models/fusion/model.keras"
+EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_DONE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be predicted, and why."""
+
+    path: str
+    reason: str
+
+
+# --------------------------------------------------------------------------- argument parsing
+
+
+def _bounded(kind, minimum, maximum=None):
+    """An argparse `type` that converts with `kind` and checks minimum <= value <= maximum."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text}")
+        return value
+
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxr", description="Chest X-ray multi-label classification (NIH ChestX-ray14)."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    predict = commands.add_parser(
+        "predict",
+        help="Monte-Carlo dropout predictions (mean, std, referral) for image files/folders",
+        description="Predict the 14 findings of chest X-ray images with Monte-Carlo dropout: "
+        "mean probability, standard deviation over the passes, and a referral flag where "
+        "the std exceeds --threshold. Folders are searched recursively for "
+        + ", ".join(IMAGE_SUFFIXES) + " files.",
+    )
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    predict.add_argument("--model", default=DEFAULT_MODEL,
+                         help=f"a trained .keras model (default: {DEFAULT_MODEL})")
+    predict.add_argument("--passes", type=_bounded(int, 1), default=25,
+                         help="Monte-Carlo dropout passes per image (default: 25)")
+    predict.add_argument("--threshold", type=_bounded(float, 0.0), default=0.1,
+                         help="refer a finding when its std exceeds this (default: 0.1)")
+    predict.add_argument("--seed", type=_bounded(int, 0), default=0,
+                         help="seed of the dropout masks (default: 0)")
+    predict.add_argument("--batch-size", type=_bounded(int, 1), default=32,
+                         help="images per backbone batch (default: 32)")
+    predict.add_argument("--top", type=_bounded(int, 1, len(LABELS)), default=None, metavar="K",
+                         help="show only the K findings with the highest mean, per image")
+    output = predict.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true",
+                        help="print a JSON list of objects, one per image")
+    output.add_argument("--csv", action="store_true",
+                        help="print CSV: one row per image and finding")
+    # A later `--heatmap DIR` (Grad-CAM per image) belongs here; `_predict` keeps the decoded
+    # images and the model for it.
+    predict.set_defaults(handler=_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cxr` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_NOTHING_DONE
+    return args.handler(args)
+
+
+# --------------------------------------------------------------------------- cxr predict
+
+
+def _predict(args: argparse.Namespace) -> int:
+    # Quiet TensorFlow's C++ warnings (one per undecodable file otherwise); only effective
+    # before TensorFlow is first imported.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    paths, failures = find_images(args.paths)
+    model_path = Path(args.model)
+    if not model_path.is_file():
+        _report(failures)
+        print(f"cxr predict: model file not found: {model_path} (train one with `dvc repro`, "
+              "or pass --model PATH of a .keras file)", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+    try:
+        model = load_model(model_path)
+        image_size = model_image_size(model)
+    except Exception as err:  # a corrupt or foreign file raises anything from zipfile to keras
+        _report(failures)
+        print(f"cxr predict: cannot use model {model_path}: {err}", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+
+    names, images, decode_failures = decode_images(paths, image_size)
+    failures += decode_failures
+    _report(failures)
+    if not names:
+        print("cxr predict: no image could be read; nothing to predict.", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+
+    import numpy as np
+
+    from cxr.uncertainty import mc_dropout_predict
+
+    result = mc_dropout_predict(model, np.stack(images), passes=args.passes, seed=args.seed,
+                                batch_size=args.batch_size)
+    rows = prediction_rows(names, result, args.threshold, LABELS, args.top)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.csv:
+        write_csv(rows, sys.stdout)
+    else:
+        print(f"model {model_path}  passes {args.passes}  seed {args.seed}  "
+              f"refer when std > {args.threshold:g}\n")
+        sys.stdout.write(format_table(rows))
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def find_images(arguments: Sequence[str]) -> tuple[list[Path], list[Failure]]:
+    """Files named directly (any extension) and image files found under folders, in order.
+
+    A missing path, or a folder without images, is a Failure. Duplicates are dropped.
+    """
+    found: dict[Path, None] = {}
+    failures = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                failures.append(Failure(argument, "folder holds no "
+                                        + "/".join(IMAGE_SUFFIXES) + " files"))
+            found.update(dict.fromkeys(images))
+        elif path.exists():
+            found[path] = None
+        else:
+            failures.append(Failure(argument, "no such file or folder"))
+    return list(found), failures
+
+
+def load_model(path: Path):
+    """A saved cxr model (the cxr custom layers are registered by importing cxr.models)."""
+    import keras
+
+    import cxr.models  # noqa: F401  (registers the custom layers for deserialization)
+
+    return keras.models.load_model(path, compile=False)
+
+
+def model_image_size(model) -> int:
+    """The side of the square images the model takes, from its input shape."""
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[1] is None or shape[1] != shape[2] or shape[3] != 3:
+        raise ValueError(
+            f"expected a model taking square RGB images (None, S, S, 3); its input shape is {shape}"
+        )
+    return int(shape[1])
+
+
+def decode_images(paths: Sequence[Path], image_size: int):
+    """Decode every file on its own: `(names, uint8 images, failures)` for the good and bad."""
+    import tensorflow as tf
+
+    from cxr.data.pipeline import decode_and_resize
+
+    names, images, failures = [], [], []
+    for path in paths:
+        try:
+            image = decode_and_resize(tf.constant(str(path)), image_size).numpy()
+        except Exception as err:  # tf.errors.OpError mostly; any failure skips just this file
+            failures.append(Failure(str(path), _decode_error(err)))
+            continue
+        names.append(str(path))
+        images.append(image)
+    return names, images, failures
+
+
+def _decode_error(error: Exception) -> str:
+    """TensorFlow's message without its op-internals decoration."""
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text, flags=re.DOTALL)
+    return text.strip() or type(error).__name__
+
+
+def _report(failures: Sequence[Failure]) -> None:
+    for failure in failures:
+        print(f"cxr predict: skipped {failure.path}: {failure.reason}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def prediction_rows(names, result, threshold: float, labels: Sequence[str],
+                    top: int | None = None) -> list[dict]:
+    """One dict per image: `image`, `refer_any`, `referred` (every finding with std above the
+    threshold, shown or not), and `findings` (canonical order, or the `top` findings by
+    mean, highest first), each `{finding, mean, std, refer}`."""
+    refer = result.refer(threshold)
+    rows = []
+    for i, name in enumerate(names):
+        order = range(len(labels))
+        if top is not None:
+            order = sorted(order, key=lambda k: -float(result.mean[i, k]))[:top]
+        findings = [
+            {"finding": labels[k], "mean": round(float(result.mean[i, k]), 6),
+             "std": round(float(result.std[i, k]), 6), "refer": bool(refer[i, k])}
+            for k in order
+        ]
+        rows.append({"image": name, "refer_any": bool(refer[i].any()),
+                     "referred": [labels[k] for k in range(len(labels)) if refer[i, k]],
+                     "findings": findings})
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """An aligned block per image: finding, mean, std, refer."""
+    width = max(len("finding"), *(len(f["finding"]) for row in rows for f in row["findings"]))
+    lines = []
+    for row in rows:
+        referred = ", ".join(row["referred"]) if row["referred"] else "no"
+        lines.append(f"{row['image']}  refer: {referred}")
+        lines.append(f"  {'finding':<{width}}  {'mean':>6}  {'std':>6}  refer")
+        for finding in row["findings"]:
+            flag = "yes" if finding["refer"] else "-"
+            lines.append(f"  {finding['finding']:<{width}}  {finding['mean']:6.3f}  "
+                         f"{finding['std']:6.3f}  {flag}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[dict], stream) -> None:
+    """Long format: image, finding, mean, std, refer (0/1)."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(["image", "finding", "mean", "std", "refer"])
+    for row in rows:
+        for finding in row["findings"]:
+            writer.writerow([row["image"], finding["finding"], f"{finding['mean']:.6g}",
+                             f"{finding['std']:.6g}", int(finding["refer"])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,350 @@
+"""Monte-Carlo dropout: T stochastic passes per image -> mean, std and a referral flag.
+
+Only the dropout layers are stochastic. Calling a Keras model with `training=True` would
+also switch BatchNormalization to batch statistics (a different model, whose outputs depend
+on the other images in the batch); here every other layer stays in inference mode.
+
+The fast path exploits the cxr model contract (`cxr.models.heads`): every dropout layer
+sits after the deterministic `features` layer. The backbone therefore runs once per image,
+and only the small Dropout/Dense head is sampled, T times in one vectorised call.
+
+Dropout masks are drawn explicitly, one NumPy generator per image seeded with
+`(seed, image index)`: an image's masks do not depend on the batch size, on the batching of
+a tf.data input, or on which path uses them. That is what lets the reference path
+(`mc_full_passes`, the whole model re-run for every pass) reproduce the fast path to float
+tolerance, and makes a prediction reproducible from the seed alone.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from keras import layers, ops
+
+from cxr.labels import LABELS
+from cxr.models import FEATURES_LAYER, split_at_features
+
+DEFAULT_PASSES = 25
+_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class MCResult:
+    """Monte-Carlo dropout predictions for N images and K findings.
+
+    Attributes:
+        samples: (T, N, K) float32 probabilities of every pass, or None when not kept
+            (they take T * N * K * 4 bytes).
+        mean: (N, K) float32 mean probability over the T passes.
+        std: (N, K) float32 standard deviation over the T passes (population, ddof=0).
+    """
+
+    samples: np.ndarray | None
+    mean: np.ndarray
+    std: np.ndarray
+
+    def refer(self, threshold: float) -> np.ndarray:
+        """(N, K) bool: True where the model is too uncertain (`std > threshold`)."""
+        return self.std > _check_threshold(threshold)
+
+
+@dataclass(frozen=True)
+class DropoutSpec:
+    """One Dropout layer of a head: where it is, its rate, and the width it drops."""
+
+    position: int  # index in the head's layer list
+    name: str
+    rate: float
+    width: int
+
+
+class MonteCarloHead:
+    """A cxr model split at `features`, with a head that can be sampled with explicit masks.
+
+    `features(images)` runs the deterministic part (inference mode); `masks(...)` draws the
+    dropout masks of some images; `sample(features, masks, passes)` applies the head for
+    every pass at once, vectorised over passes and images.
+    """
+
+    def __init__(self, model: keras.Model):
+        # No reference to `model` itself: `monte_carlo_head` caches heads by weak reference.
+        self.feature_model, self.head = split_at_features(model)
+        self.dropouts = _dropout_specs(model, self.head)
+
+    @classmethod
+    def of(cls, model: keras.Model) -> MonteCarloHead:
+        """The (cached) MonteCarloHead of `model`.
+
+        Cached because the feature model's first batch traces a graph (seconds for a
+        DenseNet), which every later call on the same model can reuse.
+        """
+        head = _HEADS.get(model)
+        if head is None:
+            head = _HEADS[model] = cls(model)
+        return head
+
+    def features(self, images) -> np.ndarray:
+        """(n, D) output of the `features` layer, every layer in inference mode."""
+        return np.asarray(self.feature_model.predict_on_batch(images))
+
+    def masks(self, seed: int, first_index: int, n_images: int, passes: int) -> list[np.ndarray]:
+        """Keep-masks of images `first_index ... first_index + n_images - 1`.
+
+        One (passes, n_images, width) bool array per Dropout layer of the head (in head
+        order). Image i's masks come from `numpy.random.default_rng((seed, i))` alone.
+        """
+        per_image = [_image_masks(self.dropouts, seed, first_index + i, passes)
+                     for i in range(n_images)]
+        return [
+            np.stack([masks[k] for masks in per_image], axis=1)
+            if per_image else np.ones((passes, 0, spec.width), dtype=bool)
+            for k, spec in enumerate(self.dropouts)
+        ]
+
+    def sample(self, features, masks: Sequence[np.ndarray], passes: int) -> np.ndarray:
+        """(T, n, K) float32 probabilities: the head applied with each pass's masks.
+
+        `masks` is what `masks(...)` returns for these images, with `passes` = T rows each.
+
+        The features are tiled to (T * n, D) and the head runs once on all of them; a
+        Dropout layer multiplies by its mask and divides by (1 - rate) (inverted dropout,
+        as Keras does); a rate-0 layer is left out, so a rate-0 head is exactly the
+        inference-mode head.
+        """
+        features = ops.convert_to_tensor(features)
+        n, width = features.shape
+        for spec, mask in zip(self.dropouts, masks, strict=True):
+            if mask.shape != (passes, n, spec.width):
+                raise ValueError(
+                    f"mask of dropout layer {spec.name!r} has shape {mask.shape}; expected "
+                    f"(passes, images, width) = {(passes, n, spec.width)}."
+                )
+        active = [(spec, mask) for spec, mask in zip(self.dropouts, masks, strict=True)
+                  if spec.rate > 0.0]
+        if not active:
+            # A deterministic head runs once: tiled, BLAS may round identical rows
+            # differently in the last bit, and the std would not be exactly 0.
+            once = ops.convert_to_numpy(self._apply(features, {}))
+            return np.broadcast_to(once, (passes, *once.shape)).copy()
+        tiled = ops.reshape(ops.broadcast_to(features[None], (passes, n, width)), (passes * n, -1))
+        scales = {
+            spec.position: mask.reshape(passes * n, spec.width).astype(np.float32)
+            / (1.0 - spec.rate)
+            for spec, mask in active
+        }
+        probabilities = ops.convert_to_numpy(self._apply(tiled, scales))
+        return probabilities.reshape(passes, n, -1)
+
+    def _apply(self, x, scales: dict[int, np.ndarray]):
+        """The head on 2-D `x`; the Dropout at head position p multiplies by `scales[p]`
+        (mask / (1 - rate)) and is the identity when p has no entry."""
+        for position, layer in enumerate(self.head):
+            if isinstance(layer, layers.Dense):
+                x = layer(x)
+            elif position in scales:
+                x = x * ops.cast(scales[position], x.dtype)
+        return ops.cast(x, "float32")
+
+
+def mc_dropout_predict(
+    model: keras.Model,
+    data,
+    passes: int = DEFAULT_PASSES,
+    seed: int = 0,
+    batch_size: int = 64,
+    keep_samples: bool = False,
+) -> MCResult:
+    """Monte-Carlo dropout predictions: features once per image, the head sampled T times.
+
+    Args:
+        model: a cxr model (a `features` layer, then a Dropout/Dense-only head).
+        data: images as a numpy array (N, H, W, 3) of raw 0-255 pixels, or a
+            tf.data.Dataset yielding batches of images or (images, labels[, ...]) tuples
+            (a dataset of single images is batched with `batch_size`).
+        passes: T, the number of stochastic passes per image.
+        seed: the masks of image i are drawn from `numpy.random.default_rng((seed, i))`,
+            so results do not depend on `batch_size` or on the dataset's batching.
+        batch_size: images per chunk for numpy input. Memory per chunk is about
+            `passes * batch_size * (D + hidden)` floats for the sampled head.
+        keep_samples: keep the (T, N, K) per-pass probabilities in `MCResult.samples`.
+
+    Returns:
+        MCResult with mean and std over the passes, in the order of `data`.
+    """
+    passes, seed, batch_size = _check_settings(passes, seed, batch_size)
+    head = MonteCarloHead.of(model)
+    means, stds, kept = [], [], []
+    first_index = 0
+    for images in _image_batches(data, batch_size):
+        n_images = int(images.shape[0])
+        if n_images == 0:
+            continue
+        features = head.features(images)
+        samples = head.sample(features, head.masks(seed, first_index, n_images, passes), passes)
+        mean, std = _mean_and_std(samples)
+        means.append(mean)
+        stds.append(std)
+        if keep_samples:
+            kept.append(samples)
+        first_index += n_images
+    if first_index == 0:
+        raise ValueError("mc_dropout_predict: data holds no images.")
+    return MCResult(
+        samples=np.concatenate(kept, axis=1) if keep_samples else None,
+        mean=np.concatenate(means),
+        std=np.concatenate(stds),
+    )
+
+
+def mc_full_passes(
+    model: keras.Model,
+    images,
+    passes: int = DEFAULT_PASSES,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> MCResult:
+    """The reference: T full forward passes, the backbone recomputed in every pass.
+
+    BatchNormalization (and every other non-dropout layer) runs in inference mode, and pass
+    t of image i uses the same dropout masks as `mc_dropout_predict`, so both give the same
+    numbers to float tolerance; this one costs T backbone runs instead of one. It keeps
+    every mask in memory (T * N * width bools per Dropout layer): for tests and benchmarks.
+    Returns an MCResult with `samples`.
+    """
+    passes, seed, batch_size = _check_settings(passes, seed, batch_size)
+    head = MonteCarloHead.of(model)
+    batches = list(_image_batches(images, batch_size))
+    starts = np.cumsum([0] + [int(batch.shape[0]) for batch in batches])
+    masks = [head.masks(seed, int(start), int(batch.shape[0]), passes)
+             for start, batch in zip(starts, batches, strict=False)]
+    samples = np.stack([
+        np.concatenate([
+            head.sample(head.features(batch), [mask[t : t + 1] for mask in batch_masks], 1)[0]
+            for batch, batch_masks in zip(batches, masks, strict=True)
+        ])
+        for t in range(passes)
+    ])
+    return MCResult(samples, *_mean_and_std(samples))
+
+
+def predictions_table(
+    names: Sequence[str],
+    result: MCResult,
+    threshold: float,
+    labels: Sequence[str] = LABELS,
+) -> pd.DataFrame:
+    """One row per image: `Image Index`, then `<label>_mean`, `<label>_std`, `<label>_refer`
+    (0/1) for each finding in `labels` order, then `refer_any` (0/1)."""
+    names = [str(name) for name in names]
+    labels = list(labels)
+    mean, std = np.asarray(result.mean), np.asarray(result.std)
+    if mean.shape != (len(names), len(labels)) or std.shape != mean.shape:
+        raise ValueError(
+            f"predictions_table: result has mean {mean.shape} and std {std.shape}; expected "
+            f"({len(names)}, {len(labels)}) for {len(names)} names and {len(labels)} labels."
+        )
+    refer = result.refer(threshold)
+    columns: dict[str, object] = {"Image Index": names}
+    for k, label in enumerate(labels):
+        columns[f"{label}_mean"] = mean[:, k]
+        columns[f"{label}_std"] = std[:, k]
+        columns[f"{label}_refer"] = refer[:, k].astype(np.int64)
+    columns["refer_any"] = refer.any(axis=1).astype(np.int64)
+    return pd.DataFrame(columns)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _mean_and_std(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over passes, accumulated in float64: T equal samples give std 0 exactly."""
+    mean = samples.mean(axis=0, dtype=np.float64)
+    std = samples.std(axis=0, dtype=np.float64)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _dropout_specs(model: keras.Model, head: Sequence[keras.layers.Layer]) -> list[DropoutSpec]:
+    """The head's Dropout layers with the width each one sees (features width, Dense units)."""
+    width = model.get_layer(FEATURES_LAYER).output.shape[-1]
+    specs = []
+    for position, layer in enumerate(head):
+        if isinstance(layer, layers.Dense):
+            width = layer.units
+        elif type(layer) is layers.Dropout and layer.noise_shape is None:
+            specs.append(DropoutSpec(position, layer.name, float(layer.rate), int(width)))
+        else:
+            raise ValueError(
+                f"Monte-Carlo dropout supports plain Dropout layers (no noise_shape) in the head "
+                f"of model {model.name!r}; layer {layer.name!r} is a {type(layer).__name__}"
+                + (f" with noise_shape={layer.noise_shape}" if type(layer) is layers.Dropout
+                   else "") + "."
+            )
+    return specs
+
+
+def _image_masks(specs: Sequence[DropoutSpec], seed: int, image_index: int,
+                 passes: int) -> list[np.ndarray]:
+    """(passes, width) keep-masks of one image, one per Dropout layer, in head order."""
+    rng = np.random.default_rng((seed, image_index))
+    masks = []
+    for spec in specs:
+        if spec.rate == 0.0:
+            masks.append(np.ones((passes, spec.width), dtype=bool))
+        else:
+            masks.append(rng.random((passes, spec.width), dtype=np.float32) >= spec.rate)
+    return masks
+
+
+def _image_batches(data, batch_size: int) -> Iterator:
+    """Batches of images from a numpy array or a tf.data.Dataset (labels dropped)."""
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        image_spec = spec[0] if isinstance(spec, tuple) else spec
+        if not isinstance(image_spec, tf.TensorSpec):
+            raise ValueError(
+                "data: a tf.data.Dataset must yield images or (images, labels) tuples; "
+                f"its element_spec is {spec}."
+            )
+        if image_spec.shape.rank == 3:
+            data = data.batch(batch_size)
+        elif image_spec.shape.rank != 4:
+            raise ValueError(
+                f"data: dataset images must be (H, W, C) or batches (n, H, W, C); "
+                f"element_spec is {spec}."
+            )
+        for element in data:
+            # float32 always: a uint8 batch would make the feature model trace a second graph.
+            yield tf.cast(element[0] if isinstance(element, tuple) else element, tf.float32)
+        return
+    if isinstance(data, np.ndarray):
+        if data.ndim != 4:
+            raise ValueError(
+                f"data: a numpy array of images must have shape (N, H, W, C); got {data.shape}."
+            )
+        for start in range(0, len(data), batch_size):
+            yield data[start : start + batch_size].astype(np.float32, copy=False)
+        return
+    raise TypeError(
+        f"data must be a numpy array (N, H, W, 3) or a tf.data.Dataset; got {type(data).__name__}."
+    )
+
+
+def _check_settings(passes, seed, batch_size) -> tuple[int, int, int]:
+    for name, value, minimum in (("passes", passes, 1), ("seed", seed, 0),
+                                 ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
+    return int(passes), int(seed), int(batch_size)
+
+
+def _check_threshold(threshold) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating) \
+            or not threshold >= 0:
+        raise ValueError(f"threshold must be a number >= 0; got {threshold!r}.")
+    return float(threshold)

@@ -1,0 +1,171 @@
+"""`cxr predict`: table / JSON / CSV output, failure reports and exit codes (32 px simple_cnn)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from cxr.cli import main
+from cxr.data.pipeline import decode_and_resize
+from cxr.labels import LABELS
+from cxr.models import build
+from cxr.uncertainty import mc_dropout_predict
+
+SIZE = 32
+CONSOLE_SCRIPT = Path(sys.executable).parent / "cxr"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict:
+    """A saved model, a folder of good images (PNG gray/RGB/RGBA, a JPEG in a subfolder),
+    a corrupt PNG, a truncated PNG and a text file the folder scan must ignore."""
+    root = tmp_path_factory.mktemp("predict")
+    model = build("simple_cnn", image_size=SIZE)
+    model_path = root / "model.keras"
+    model.save(model_path)
+    folder = root / "xrays"
+    (folder / "more").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    good = [folder / "gray.png", folder / "rgb.png", folder / "rgba.png", folder / "more" / "c.JPG"]
+    Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(good[0])
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(good[1])
+    Image.fromarray(rng.integers(0, 256, (40, 48, 4), dtype=np.uint8)).save(good[2])
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(good[3], "JPEG")
+    corrupt = folder / "corrupt.png"
+    corrupt.write_bytes(b"this is not a PNG")
+    truncated = folder / "truncated.png"
+    truncated.write_bytes(good[1].read_bytes()[:200])
+    (folder / "notes.txt").write_text("not an image")
+    return {"model": str(model_path), "folder": str(folder), "good": [str(p) for p in good],
+            "corrupt": str(corrupt), "truncated": str(truncated)}
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_table_lists_every_finding_of_every_readable_image(capsys, workspace):
+    code, out, err = run(capsys, "predict", workspace["folder"], "--model", workspace["model"],
+                         "--passes", 3)
+    assert code == 1  # two unreadable files
+    for name in workspace["good"]:
+        assert f"{name}  refer:" in out
+    assert "notes.txt" not in out + err
+    finding_lines = [line for line in out.splitlines()
+                     if line.strip().split(" ")[0] in LABELS]
+    assert len(finding_lines) == 14 * len(workspace["good"])
+    # Aligned: the mean column starts at the same offset on every line.
+    assert len({line.index(line.split()[1]) for line in finding_lines}) == 1
+    assert f"skipped {workspace['corrupt']}: Unknown image file format" in err
+    assert f"skipped {workspace['truncated']}:" in err
+    assert "{{function_node" not in err
+
+
+def test_json_matches_mc_dropout_predict(capsys, workspace):
+    code, out, _ = run(capsys, "predict", *workspace["good"], "--model", workspace["model"],
+                       "--passes", 4, "--seed", 3, "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [row["image"] for row in rows] == workspace["good"]
+    assert [f["finding"] for f in rows[0]["findings"]] == list(LABELS)
+    model = build("simple_cnn", image_size=SIZE)
+    model.load_weights(workspace["model"])
+    images = np.stack([decode_and_resize(tf.constant(p), SIZE).numpy() for p in workspace["good"]])
+    expected = mc_dropout_predict(model, images, passes=4, seed=3)
+    got_mean = np.array([[f["mean"] for f in row["findings"]] for row in rows])
+    got_std = np.array([[f["std"] for f in row["findings"]] for row in rows])
+    np.testing.assert_allclose(got_mean, expected.mean, atol=2e-6)
+    np.testing.assert_allclose(got_std, expected.std, atol=2e-6)
+
+
+def test_json_top_k_sorted_and_referral(capsys, workspace):
+    code, out, _ = run(capsys, "predict", workspace["good"][0], "--model", workspace["model"],
+                       "--passes", 5, "--top", 3, "--threshold", 0, "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    means = [f["mean"] for f in row["findings"]]
+    assert len(means) == 3 and means == sorted(means, reverse=True)
+    assert all(f["refer"] == (f["std"] > 0) for f in row["findings"])
+    assert row["refer_any"] is True  # dropout 0.5 gives every finding some spread
+    assert len(row["referred"]) >= 3
+
+
+def test_csv_long_format(capsys, workspace):
+    code, out, err = run(capsys, "predict", workspace["good"][1], workspace["good"][2],
+                         "--model", workspace["model"], "--passes", 2, "--csv", "--top", 5)
+    assert code == 0 and "skipped" not in err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == ["image", "finding", "mean", "std", "refer"]
+    assert len(rows) == 10
+    assert {row["image"] for row in rows} == set(workspace["good"][1:3])
+    assert all(row["refer"] in ("0", "1") and 0 <= float(row["mean"]) <= 1 for row in rows)
+
+
+def test_nothing_readable_exits_2(capsys, workspace, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run(capsys, "predict", workspace["corrupt"], empty, tmp_path / "gone.png",
+                         "--model", workspace["model"])
+    assert code == 2 and out == ""
+    assert f"skipped {workspace['corrupt']}:" in err
+    assert f"skipped {empty}: folder holds no .png/.jpg/.jpeg files" in err
+    assert f"skipped {tmp_path / 'gone.png'}: no such file or folder" in err
+    assert "no image could be read" in err
+
+
+def test_missing_or_broken_model_is_a_clear_error(capsys, workspace, tmp_path):
+    code, out, err = run(capsys, "predict", workspace["good"][0],
+                         "--model", tmp_path / "nope.keras")
+    assert code == 2 and out == ""
+    assert f"model file not found: {tmp_path / 'nope.keras'}" in err
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    code, _, err = run(capsys, "predict", workspace["good"][0], "--model", broken)
+    assert code == 2 and f"cannot use model {broken}" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["predict", "x.png", "--passes", "0"], "--passes: must be >= 1"),
+        (["predict", "x.png", "--threshold", "-1"], "--threshold: must be >= 0.0"),
+        (["predict", "x.png", "--top", "two"], "--top: expected an integer"),
+        (["predict", "x.png", "--top", "15"], "--top: must be in [1, 14]"),
+        (["predict", "x.png", "--json", "--csv"], "not allowed with argument"),
+        (["predict"], "the following arguments are required: PATH"),
+    ],
+)
+def test_bad_arguments_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "predict" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="console script not installed")
+def test_console_script(workspace):
+    completed = subprocess.run(
+        [str(CONSOLE_SCRIPT), "predict", workspace["good"][0], workspace["corrupt"],
+         "--model", workspace["model"], "--passes", "2", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert json.loads(completed.stdout)[0]["image"] == workspace["good"][0]
+    assert f"skipped {workspace['corrupt']}:" in completed.stderr
