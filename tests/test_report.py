@@ -1,0 +1,287 @@
+"""The comparison report: sections, Table 2 layout, self-contained HTML, graceful gaps."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr import report
+from cxr.labels import LABELS
+
+MODELS = ("simple_cnn", "densenet121", "efficientnetb0", "fusion")
+
+
+def _tiny_png(path: Path, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((24, 32, 3)) * 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def _split_entry(images, patients, fraction, seed):
+    rng = np.random.default_rng(seed)
+    positives = {label: int(rng.integers(0, max(2, images // 8))) for label in LABELS}
+    positives["Hernia"] = 0 if seed == 3 else 2  # test has no Hernia
+    return {"images": images, "patients": patients, "image_fraction": fraction,
+            "positives": positives,
+            "prevalence": {label: round(n / images, 6) for label, n in positives.items()}}
+
+
+def _eval(name: str, macro: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    auc = {label: round(float(np.clip(macro + rng.normal(0, 0.05), 0.5, 0.99)), 4)
+           for label in LABELS}
+    auc["Hernia"] = None
+    return {
+        "macro_auc": macro, "macro_auc_ci_low": macro - 0.04, "macro_auc_ci_high": macro + 0.04,
+        "auc": auc,
+        "auc_ci": {label: None if v is None else {"low": v - 0.05, "high": v + 0.05}
+                   for label, v in auc.items()},
+        "macro_auprc": macro / 3, "auprc": {label: 0.2 for label in LABELS},
+        "sensitivity": {label: 0.7 for label in LABELS},
+        "specificity": {label: 0.6 for label in LABELS},
+        "threshold": {label: 0.3 for label in LABELS},
+        "calibration": {"ece": 0.05 + seed / 100, "brier": 0.08 + seed / 200,
+                        "per_class": {label: {"ece": 0.01 * (i + 1), "brier": 0.05}
+                                      for i, label in enumerate(LABELS)}},
+        "referral": {"curve": [{"referred_fraction": f, "kept_images": int(282 * (1 - f)),
+                                "macro_auc": macro + 0.1 * f} for f in (0.0, 0.1, 0.2, 0.3)],
+                     "gain_at_20": 0.02},
+        "no_auc": {"Hernia": "no positives in split"},
+        "n_images": 282, "n_patients": 133, "n_boot": 1000,
+        "mc_dropout": {"passes": 30, "threshold": 0.1, "referred_images_fraction": 0.18,
+                       "mean_std": 0.05},
+    }
+
+
+def example_context(tmp_path: Path, source: str = "phantoms") -> dict:
+    """A realistic report context with tiny PNG figures under ``tmp_path``."""
+    figures_dir = tmp_path / "plots"
+    macros = {"simple_cnn": 0.61, "densenet121": 0.69, "efficientnetb0": 0.72, "fusion": 0.77}
+    models = {}
+    for number, name in enumerate(MODELS):
+        models[name] = {
+            "eval": _eval(name, macros[name], number),
+            "train": {"val_macro_auc": macros[name] + 0.01,
+                      "epochs": {"head": 3, "finetune": 5}, "train_seconds": 95.0 + number,
+                      "train_images_per_second": 52.3, "parameters": 1_234_567 * (number + 1),
+                      "mlflow_run_id": f"run{number}"},
+            "figures": {key: _tiny_png(figures_dir / name / f"{key}.png", number * 10 + i)
+                        for i, key in enumerate(("roc", "loss", "mc_histogram", "reliability"))},
+        }
+    return {
+        "title": "Chest X-ray classifier comparison",
+        "generated": "2025-01-02T03:04:05+00:00",
+        "data": {"source": source, "split": {
+            "images": 1410, "patients": 500,
+            "splits": {"train": _split_entry(981, 326, 0.695745, 1),
+                       "val": _split_entry(147, 41, 0.104255, 2),
+                       "test": _split_entry(282, 133, 0.2, 3)},
+            "patient_overlap": {
+                "train-val": {"shared_patients": 0, "val_images_with_patient_in_train": 0.0},
+                "train-test": {"shared_patients": 0, "test_images_with_patient_in_train": 0.0},
+                "val-test": {"shared_patients": 0, "test_images_with_patient_in_val": 0.0}},
+            "leak_if_image_level": {"shared_patients": 121,
+                                    "test_images_with_patient_in_train": 0.783688}}},
+        "models": models,
+        "comparisons": [
+            {"a": "fusion", "b": "efficientnetb0", "difference": 0.05, "ci_low": 0.01,
+             "ci_high": 0.09, "p_value": 0.012},
+            {"a": "densenet121", "b": "simple_cnn", "difference": 0.08, "ci_low": -0.01,
+             "ci_high": 0.16, "p_value": 0.08},
+        ],
+        "figures": {key: _tiny_png(figures_dir / f"{key}.png", 100 + i)
+                    for i, key in enumerate(("referral", "reliability", "auc_comparison"))},
+        "provenance": {"git_commit": "0123456789abcdef", "dvc_exp_name": "exp-tiny",
+                       "mlflow_run_ids": {"split": "abc", "train@fusion": "def"},
+                       "params": {"seed": 42, "data.source": source,
+                                  "split.fractions": [0.7, 0.1, 0.2],
+                                  "mlflow.tracking_uri": "http://127.0.0.1:5000"}},
+    }
+
+
+def _html_section(page: str, section_id: str) -> str:
+    match = re.search(rf'<section id="{section_id}">(.*?)</section>', page, re.S)
+    assert match, section_id
+    return match.group(1)
+
+
+def _md_section(markdown: str, section_id: str) -> str:
+    start = markdown.index(f'<a id="{section_id}"></a>')
+    end = markdown.find('<a id="', start + 1)
+    return markdown[start:end if end > 0 else None]
+
+
+def test_every_section_has_its_id_and_heading_in_order(tmp_path):
+    markdown, page = report.build_report(example_context(tmp_path))
+    md_positions, html_positions = [], []
+    for section_id, heading in report.SECTIONS:
+        assert f'<a id="{section_id}"></a>' in markdown
+        assert f"## {heading}" in markdown
+        assert f'<section id="{section_id}">' in page
+        assert f"<h2>{heading.replace(chr(39), '&#x27;')}</h2>" in page
+        md_positions.append(markdown.index(f'<a id="{section_id}"></a>'))
+        html_positions.append(page.index(f'<section id="{section_id}">'))
+    assert md_positions == sorted(md_positions) and html_positions == sorted(html_positions)
+    assert "could not be built" not in markdown
+    assert "Note:" not in markdown, "a complete context must not produce notes"
+
+
+def _html_table2(page: str) -> tuple[list[str], list[list[str]], str]:
+    section = _html_section(page, "test-auc")
+    table = re.search(r"<table>(.*?)</table>", section, re.S).group(1)
+    header = re.findall(r"<tr>(.*?)</tr>", re.search(r"<thead>(.*?)</thead>", table, re.S)
+                        .group(1), re.S)[-1]
+    columns = re.findall(r"<th[^>]*>(.*?)</th>", header)
+    body = re.search(r"<tbody>(.*?)</tbody>", table, re.S).group(1)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)]
+    return columns, rows, table
+
+
+@pytest.mark.parametrize("source, label", [("phantoms", report.PUBLISHED_LABEL_PHANTOMS),
+                                           ("nih", report.PUBLISHED_LABEL_NIH)])
+def test_table2_layout_and_published_label(tmp_path, source, label):
+    markdown, page = report.build_report(example_context(tmp_path, source))
+    columns, rows, table = _html_table2(page)
+    names = [report.display_name(name) for name in MODELS]
+    assert columns == (["Finding"] + names + [f"{n} {report.PUBLISHED_MARK}" for n in names])
+    assert [row[0] for row in rows] == [*LABELS, "<strong>Macro AUC (95% CI)</strong>"]
+    assert all(len(row) == len(columns) for row in rows)
+    assert label in table
+    assert (report.PUBLISHED_LABEL_PHANTOMS in table) == (source == "phantoms")
+    # the published macro row, and per-class published cells left empty (not invented)
+    macro = rows[-1]
+    assert macro[-4:] == ["0.6558", "0.7096", "0.7363", "0.8156"]
+    assert macro[4] == "<strong>0.770<br>(0.730–0.810)</strong>"  # fusion is best
+    assert all(row[-1] == report.MISSING for row in rows[:-1])
+    assert "PUBLISHED_STUDY" in _html_section(page, "test-auc")
+    hernia = rows[LABELS.index("Hernia")]
+    assert all(cell == "n/a (no positives in split)" for cell in hernia[1:5])
+    for row in rows[:-1]:  # exactly the best of this run's models is bold
+        values = [float(re.sub(r"<.*?>", "", cell)) for cell in row[1:5] if "n/a" not in cell]
+        bold = [float(re.sub(r"<.*?>", "", cell)) for cell in row[1:5] if "<strong>" in cell]
+        assert bold == ([max(values)] * values.count(max(values)) if values else [])
+
+    md_table = _md_section(markdown, "test-auc")
+    assert label in md_table
+    md_rows = [line for line in md_table.splitlines()
+               if line.startswith("| ") and not line.startswith("| ---")]
+    assert len(md_rows) == 1 + len(LABELS) + 1
+    assert md_rows[0].count(" | ") == len(columns) - 1
+    assert md_rows[-1].startswith("| **Macro AUC (95% CI)** |")
+
+
+def test_html_is_self_contained_and_embeds_figures(tmp_path):
+    _, page = report.build_report(example_context(tmp_path))
+    for forbidden in ("http://", "https://", 'src="/', "<link", "<script", "@import", "url("):
+        assert forbidden not in page, forbidden
+    images = re.findall(r'<img src="([^"]*)"', page)
+    assert len(images) == 3 + 4 * len(MODELS)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    # the tracking URI in the params is still shown, as text
+    assert "http&#58;//127.0.0.1:5000" in page
+
+
+def test_markdown_references_figures_relative_to_its_folder(tmp_path):
+    context = example_context(tmp_path)
+    md_path, html_path = report.write_report(context, tmp_path / "reports")
+    assert md_path == tmp_path / "reports" / "report.md"
+    markdown = md_path.read_text()
+    targets = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(targets) == 3 + 4 * len(MODELS)
+    assert "../plots/fusion/roc.png" in targets
+    assert all((md_path.parent / target).is_file() for target in targets)
+    assert "data:image" not in markdown
+    assert html_path.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_missing_model_evaluation_and_figure_degrade_with_a_note(tmp_path):
+    context = example_context(tmp_path)
+    del context["models"]["densenet121"]["eval"]
+    del context["models"]["simple_cnn"]["train"]
+    Path(context["models"]["fusion"]["figures"]["roc"]).unlink()
+    del context["figures"]["referral"]
+    markdown, page = report.build_report(context)
+    for text in (markdown, page):
+        assert "No test evaluation for DenseNet121" in text
+        assert "No training summary" in text
+        assert "Figure not available: Fusion: per-finding ROC curves" in text
+        assert "Figure not available: Referral curve" in text
+        assert "could not be built" not in text
+    columns, rows, _ = _html_table2(page)
+    assert all(row[2] == report.MISSING for row in rows)  # DenseNet121 column
+
+
+def test_empty_or_odd_context_never_crashes(tmp_path):
+    for context in ({}, {"models": {}}, {"models": {"fusion": {}}},
+                    {"models": {"fusion": {"eval": {"macro_auc": None}}}, "data": None},
+                    {"models": {"fusion": {"eval": "garbage", "figures": None}},
+                     "comparisons": [{"a": "fusion"}], "provenance": {"params": {"x": None}},
+                     "data": {"split": {"splits": {"test": None}}}}):
+        markdown, page = report.build_report(context)
+        for section_id, _ in report.SECTIONS:
+            assert f'<section id="{section_id}">' in page
+            assert f'<a id="{section_id}"></a>' in markdown
+        assert "Note:" in markdown
+
+
+def test_text_is_escaped(tmp_path):
+    context = example_context(tmp_path)
+    context["title"] = "Report <script>alert(1)</script> & co"
+    context["models"]["x<y>"] = copy.deepcopy(context["models"]["fusion"])
+    context["models"]["x<y>"]["eval"]["no_auc"]["Hernia"] = "fewer <than> 1 & none"
+    context["provenance"]["params"]["odd|key"] = "<b>bold?</b>"
+    markdown, page = report.build_report(context)
+    assert "<script>" not in page and "<b>bold?</b>" not in page
+    assert "Report &lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+    assert "x&lt;y&gt;" in page and "fewer &lt;than&gt; 1 &amp; none" in page
+    assert "<script>" not in markdown and "x&lt;y&gt;" in markdown
+    assert "odd\\|key" in markdown  # a pipe does not split the Markdown table
+
+
+def test_summary_names_the_best_model_and_its_interval(tmp_path):
+    markdown, page = report.build_report(example_context(tmp_path))
+    summary = _md_section(markdown, "summary")
+    assert "**Fusion**, 0.770 (95% CI 0.730–0.810)" in summary
+    assert "lead over EfficientNetB0 is +0.050" in summary
+    assert "not comparable with the published study" in summary
+    data = _html_section(page, "data")
+    assert "78.4% of test images belong to a patient also in train" in data
+
+
+def _find_chromium() -> str | None:
+    return (shutil.which("chromium") or shutil.which("chromium-browser")
+            or shutil.which("google-chrome"))
+
+
+@pytest.mark.slow
+def test_html_renders_offline_in_headless_chromium(tmp_path):
+    binary = _find_chromium()
+    if binary is None:
+        pytest.skip("no chromium, chromium-browser or google-chrome on PATH "
+                    "(CI installs chromium; locally: apt-get install -y chromium)")
+    _, html_path = report.write_report(example_context(tmp_path), tmp_path / "reports")
+    shot = tmp_path / "shot.png"
+    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={shot}",
+               "--window-size=1280,2000", html_path.resolve().as_uri()]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), (f"no screenshot after {time.monotonic() - started:.1f}s; "
+                            f"rc={result.returncode}\n{result.stderr[-2000:]}")
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2000)
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    assert pixels.std() > 10, "screenshot is blank"
+    assert (pixels < 128).mean() > 0.005, "no dark text on the page"
