@@ -39,6 +39,8 @@ def test_defaults_equal_an_empty_file():
         ({"models": {"fusion": {"patience": 0}}}, "models.fusion.patience = 0"),
         ({"loss": {"name": "mse"}}, "loss.name = .mse.; allowed"),
         ({"train": {"strategy": "tpu"}}, "train.strategy = .tpu."),
+        ({"mc_dropout": {"passes": 1}}, "mc_dropout.passes = 1"),
+        ({"evaluate": {"n_bootstrap": 10}}, "unknown key evaluate.n_bootstrap"),
     ],
 )
 def test_bad_values_name_the_key(raw, message):
@@ -58,10 +60,10 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_later_stage_blocks_pass_through_and_flatten():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["evaluate"] = {"bootstrap": 100}
+    raw["localize"] = {"examples": 4}
     raw["loss"] = {"name": "focal", "gamma": 2.0}
     flat = flatten(params_from_dict(raw))
     assert flat["loss.gamma"] == 2.0
     assert flat["split.fractions.test"] == 0.2
     assert flat["seed"] == 42
-    assert flat["evaluate.bootstrap"] == 100
+    assert flat["localize.examples"] == 4

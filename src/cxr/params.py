@@ -137,6 +137,21 @@ class MlflowParams:
 
 
 @dataclass(frozen=True)
+class McDropoutParams:
+    passes: int = 25                  # T stochastic passes per image (the study also shows 100)
+    threshold: float = 0.1            # refer a finding when its MC std exceeds this (study: 0.1)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    n_boot: int = 1000                # bootstrap resamples of patients for every CI
+    ci: float = 0.95
+    calibration_bins: int = 10
+    threshold_method: Literal["youden", "f1"] = "youden"   # operating point, chosen on val
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     data: DataParams = field(default_factory=DataParams)
@@ -148,11 +163,13 @@ class Params:
     loss: LossParams = field(default_factory=LossParams)
     models: dict[str, ModelParams] = field(default_factory=dict)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
+    mc_dropout: McDropoutParams = field(default_factory=McDropoutParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     # Blocks of stages whose schema is not written yet, kept as plain mappings.
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_PASSTHROUGH_BLOCKS = ("mc_dropout", "evaluate", "localize")
+_PASSTHROUGH_BLOCKS = ("localize",)
 
 
 # --------------------------------------------------------------------------- loading
@@ -295,6 +312,18 @@ def validate(params: Params, source: str = "params") -> None:
                 fail(f"models.{name}.{key}", getattr(model, key), "a positive number")
         if not 0 < model.reduce_lr_factor < 1:
             fail(f"models.{name}.reduce_lr_factor", model.reduce_lr_factor, "a factor in (0, 1)")
+    if params.mc_dropout.passes < 2:
+        fail("mc_dropout.passes", params.mc_dropout.passes, "at least 2")
+    if params.mc_dropout.threshold <= 0:
+        fail("mc_dropout.threshold", params.mc_dropout.threshold, "a positive number")
+    if params.evaluate.n_boot < 10:
+        fail("evaluate.n_boot", params.evaluate.n_boot, "at least 10")
+    if not 0 < params.evaluate.ci < 1:
+        fail("evaluate.ci", params.evaluate.ci, "a level in (0, 1)")
+    if params.evaluate.calibration_bins < 2:
+        fail("evaluate.calibration_bins", params.evaluate.calibration_bins, "at least 2")
+    if params.evaluate.batch_size < 1:
+        fail("evaluate.batch_size", params.evaluate.batch_size, "a positive integer")
     augment = params.pipeline.augment
     for key in ("rotation", "zoom", "brightness"):
         if not 0 <= getattr(augment, key) < 1:
