@@ -1,6 +1,7 @@
 """DVC stage `report`: compare every model -> reports/report.{md,html}, metrics/summary.json.
 
-Reads what the split, train@MODEL and evaluate@MODEL stages wrote; computes the paired
+Reads what the split, train@MODEL, evaluate@MODEL and localize@MODEL stages wrote (a model
+without localize results gets a note in the report); computes the paired
 patient-bootstrap macro-AUC difference for every pair of models; logs the report to MLflow.
 """
 
@@ -40,13 +41,16 @@ def main() -> None:
         plot_dir = Path("plots") / name
         evaluation = read_json(Path("metrics/eval") / f"{name}.json")
         evaluation["referral"]["curve"] = read_json(plot_dir / "referral.json")
+        localize = Path("metrics/localize") / f"{name}.json"
         models[name] = {
             "eval": evaluation,
             "train": read_json(Path("metrics/train") / f"{name}.json"),
+            "localize": read_json(localize) if localize.is_file() else None,
             "reliability": read_json(plot_dir / "reliability.json"),
             "figures": {kind: str(plot_dir / f"{kind}.png")
                         for kind in ("roc", "loss", "mc_histogram", "reliability")},
         }
+        models[name]["figures"]["localize"] = str(plot_dir / "localize_examples.png")
         predictions = pd.read_csv(Path("predictions") / f"{name}.csv").set_index("Image Index")
         scores[name] = predictions.loc[test.index, [f"{label}_mean" for label in LABELS]]
 
@@ -95,6 +99,9 @@ def main() -> None:
                        "macro_auc_ci_high": m["eval"]["macro_auc_ci_high"],
                        "ece": m["eval"]["calibration"]["ece"],
                        "referral_gain_at_20": m["eval"]["referral"]["gain_at_20"],
+                       "pointing_game": (m["localize"] or {}).get("overall", {}).get("pointing"),
+                       "localization_iou": (m["localize"] or {}).get("overall", {})
+                       .get("iou_mean"),
                        "auc": m["eval"]["auc"]} for n, m in models.items()},
         "comparisons": {f"{c['a']}_vs_{c['b']}": {k: c[k] for k in
                                                   ("difference", "ci_low", "ci_high", "p_value")}

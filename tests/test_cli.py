@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from cxr.cli import main
+from cxr.cli import main, unique_stems
 from cxr.data.pipeline import decode_and_resize
 from cxr.labels import LABELS
 from cxr.models import build
@@ -133,6 +133,52 @@ def test_missing_or_broken_model_is_a_clear_error(capsys, workspace, tmp_path):
     broken.write_bytes(b"not a zip")
     code, _, err = run(capsys, "predict", workspace["good"][0], "--model", broken)
     assert code == 2 and f"cannot use model {broken}" in err
+
+
+def test_heatmap_writes_an_overlay_per_image_and_top_finding(capsys, workspace, tmp_path):
+    out_dir = tmp_path / "heat" / "maps"  # created, parents too
+    code, out, err = run(capsys, "predict", *workspace["good"], "--model", workspace["model"],
+                         "--passes", 2, "--json", "--heatmap", out_dir)
+    assert code == 0
+    rows = json.loads(out)  # stdout stays pure JSON; the summary goes to stderr
+    assert f"wrote {3 * len(workspace['good'])} heatmap overlays to {out_dir}" in err
+    for row in rows:
+        stem = Path(row["image"]).stem
+        means = sorted(((f["mean"], f["finding"]) for f in row["findings"]), reverse=True)
+        top3 = {finding for _, finding in means[:3]}
+        with_heatmap = {f["finding"]: f["heatmap"] for f in row["findings"] if "heatmap" in f}
+        assert set(with_heatmap) == top3  # all 14 listed, the top 3 drawn
+        for finding, path in with_heatmap.items():
+            assert path == str(out_dir / f"{stem}_{finding}.png")
+            with Image.open(path) as image:
+                assert image.format == "PNG" and image.size[0] > 100
+    assert len(list(out_dir.iterdir())) == 3 * len(workspace["good"])
+
+
+def test_heatmap_follows_top_and_keeps_same_stems_apart(capsys, workspace, tmp_path):
+    twin = tmp_path / "other" / Path(workspace["good"][0]).name
+    twin.parent.mkdir()
+    twin.write_bytes(Path(workspace["good"][0]).read_bytes())
+    code, out, err = run(capsys, "predict", workspace["good"][0], twin, "--model",
+                         workspace["model"], "--passes", 2, "--top", 1, "--heatmap", tmp_path / "h")
+    assert code == 0 and "wrote 2 heatmap overlays" in err
+    names = sorted(path.name for path in (tmp_path / "h").iterdir())
+    assert len(names) == 2 and names[0].startswith("gray-2_") and names[1].startswith("gray_")
+    assert "gray.png  refer:" in out  # the table is printed as without --heatmap
+
+
+def test_unwritable_heatmap_folder_exits_2(capsys, workspace, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    code, out, err = run(capsys, "predict", workspace["good"][0], "--model", workspace["model"],
+                         "--heatmap", blocker / "sub")
+    assert code == 2 and out == ""
+    assert f"cannot create the heatmap folder {blocker / 'sub'}" in err
+
+
+def test_unique_stems():
+    assert unique_stems(["a/x.png", "b/x.png", "c/x-2.png", "y.jpg", "d/x.jpg"]) == [
+        "x", "x-2", "x-2-2", "y", "x-3"]
 
 
 @pytest.mark.parametrize(

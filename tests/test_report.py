@@ -63,6 +63,31 @@ def _eval(name: str, macro: float, seed: int) -> dict:
     }
 
 
+BOXED = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
+         "Pneumonia", "Pneumothorax")  # the 8 findings NIH drew boxes for
+
+
+def _localize(name: str, seed: int) -> dict:
+    """metrics/localize/NAME.json: boxes for 8 findings; the others without boxes."""
+    rng = np.random.default_rng(seed)
+    per_finding = {}
+    for label in LABELS:
+        if label in BOXED:
+            per_finding[label] = {"n": 20, "pointing": round(float(rng.uniform(0.2, 0.9)), 3),
+                                  "iou_mean": round(float(rng.uniform(0.05, 0.4)), 3),
+                                  "chance": 0.08, "flat": 1}
+        else:
+            per_finding[label] = {"n": 0, "pointing": None, "iou_mean": None, "chance": None,
+                                  "flat": 0}
+    pointing = float(np.mean([e["pointing"] for e in per_finding.values() if e["n"]]))
+    iou = float(np.mean([e["iou_mean"] for e in per_finding.values() if e["n"]]))
+    return {"model": name, "layer": "feature_map", "image_size": 64, "images_scored": 150,
+            "test_images_with_boxes": 180, "boxes_scored": 160, "iou_threshold": 0.5,
+            "seconds_per_heatmap": 0.0021 * (seed + 1), "per_finding": per_finding,
+            "overall": {"n": 160, "pointing": pointing, "iou_mean": iou, "chance": 0.08,
+                        "flat": 8, "pointing_macro": pointing, "iou_macro": iou}}
+
+
 def example_context(tmp_path: Path, source: str = "phantoms") -> dict:
     """A realistic report context with tiny PNG figures under ``tmp_path``."""
     figures_dir = tmp_path / "plots"
@@ -75,8 +100,10 @@ def example_context(tmp_path: Path, source: str = "phantoms") -> dict:
                       "epochs": {"head": 3, "finetune": 5}, "train_seconds": 95.0 + number,
                       "train_images_per_second": 52.3, "parameters": 1_234_567 * (number + 1),
                       "mlflow_run_id": f"run{number}"},
+            "localize": _localize(name, number),
             "figures": {key: _tiny_png(figures_dir / name / f"{key}.png", number * 10 + i)
-                        for i, key in enumerate(("roc", "loss", "mc_histogram", "reliability"))},
+                        for i, key in enumerate(("roc", "loss", "mc_histogram", "reliability",
+                                                 "localize"))},
         }
     return {
         "title": "Chest X-ray classifier comparison",
@@ -185,7 +212,7 @@ def test_html_is_self_contained_and_embeds_figures(tmp_path):
     for forbidden in ("http://", "https://", 'src="/', "<link", "<script", "@import", "url("):
         assert forbidden not in page, forbidden
     images = re.findall(r'<img src="([^"]*)"', page)
-    assert len(images) == 3 + 4 * len(MODELS)
+    assert len(images) == 3 + 5 * len(MODELS)  # 4 evaluation figures + 1 localize grid each
     assert all(src.startswith("data:image/png;base64,") for src in images)
     # the tracking URI in the params is still shown, as text
     assert "http&#58;//127.0.0.1:5000" in page
@@ -197,7 +224,7 @@ def test_markdown_references_figures_relative_to_its_folder(tmp_path):
     assert md_path == tmp_path / "reports" / "report.md"
     markdown = md_path.read_text()
     targets = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
-    assert len(targets) == 3 + 4 * len(MODELS)
+    assert len(targets) == 3 + 5 * len(MODELS)
     assert "../plots/fusion/roc.png" in targets
     assert all((md_path.parent / target).is_file() for target in targets)
     assert "data:image" not in markdown
@@ -246,6 +273,43 @@ def test_text_is_escaped(tmp_path):
     assert "x&lt;y&gt;" in page and "fewer &lt;than&gt; 1 &amp; none" in page
     assert "<script>" not in markdown and "x&lt;y&gt;" in markdown
     assert "odd\\|key" in markdown  # a pipe does not split the Markdown table
+
+
+def test_localization_section_compares_models_per_finding(tmp_path):
+    context = example_context(tmp_path)
+    markdown, page = report.build_report(context)
+    section = _html_section(page, "localization")
+    header = re.search(r"<thead>(.*?)</thead>", section, re.S).group(1)
+    for name in MODELS:
+        assert f"{report.display_name(name)}: pointing" in header
+    body = re.search(r"<tbody>(.*?)</tbody>", section, re.S).group(1)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)]
+    labels = [re.sub(r"</?strong>", "", row[0]) for row in rows]
+    assert labels == list(BOXED) + ["All boxes (pooled)", "Mean over findings"]
+    mass = rows[labels.index("Mass")]
+    assert mass[1] == "20" and mass[2] == "0.080"
+    expected = [f"{context['models'][m]['localize']['per_finding']['Mass']['pointing']:.3f}"
+                for m in MODELS]
+    assert [re.sub(r"</?strong>", "", cell) for cell in mass[3::2]] == expected
+    assert sum("<strong>" in cell for cell in mass[3::2]) >= 1  # the best is bold
+    assert "No boxes scored for: Consolidation, Edema" in section
+    assert section.count("data:image/png;base64,") == len(MODELS)  # one example grid each
+    md_section = _md_section(markdown, "localization")
+    assert "| Mass | 20 | 0.080 |" in md_section
+    assert "feature_map" in md_section and "4.2 ms" in md_section
+
+
+def test_localization_section_notes_missing_results(tmp_path):
+    context = example_context(tmp_path)
+    context["models"]["fusion"].pop("localize")
+    markdown, _ = report.build_report(context)
+    section = _md_section(markdown, "localization")
+    assert "No localization results for Fusion." in section
+    assert "Fusion: pointing" not in section
+    for model in context["models"].values():
+        model.pop("localize", None)
+    markdown, _ = report.build_report(context)
+    assert "No localization results (metrics/localize/NAME.json)" in markdown
 
 
 def test_summary_names_the_best_model_and_its_interval(tmp_path):

@@ -2,11 +2,15 @@
 
     cxr predict PATH... [--model models/fusion/model.keras] [--passes 25] [--threshold 0.1]
                         [--seed 0] [--batch-size 32] [--top K] [--json | --csv]
+                        [--heatmap DIR]
 
 `predict` runs Monte-Carlo dropout (`cxr.uncertainty`) on image files and folders and prints,
 per image, each finding's mean probability, its standard deviation over the passes and the
-referral flag (std > threshold). Exit status: 0 all images predicted, 1 some files could not
-be read (each reported on stderr), 2 nothing could be predicted (no readable image, no model).
+referral flag (std > threshold). With `--heatmap DIR` it also writes, per image, a Grad-CAM
+overlay PNG (`cxr.gradcam`) for each of its top findings by mean (`--top`, default 3) as
+`DIR/<stem>_<finding>.png`. Exit status: 0 all images predicted, 1 some files could not be
+read (each reported on stderr), 2 nothing could be predicted (no readable image, no model,
+no writable heatmap folder).
 
 TensorFlow is imported only when a subcommand needs it, so `cxr --help` answers at once.
 """
@@ -27,6 +31,7 @@ from cxr.labels import LABELS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_MODEL = "models/fusion/model.keras"
+DEFAULT_HEATMAP_TOP = 3
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_DONE = 0, 1, 2
 
 
@@ -89,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print a JSON list of objects, one per image")
     output.add_argument("--csv", action="store_true",
                         help="print CSV: one row per image and finding")
-    # A later `--heatmap DIR` (Grad-CAM per image) belongs here; `_predict` keeps the decoded
-    # images and the model for it.
+    predict.add_argument("--heatmap", metavar="DIR", default=None,
+                         help="also write a Grad-CAM overlay PNG per image and top finding "
+                         f"(--top, default {DEFAULT_HEATMAP_TOP}) into DIR as "
+                         "<stem>_<finding>.png")
     predict.set_defaults(handler=_predict)
     return parser
 
@@ -113,6 +120,14 @@ def _predict(args: argparse.Namespace) -> int:
     # before TensorFlow is first imported.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     paths, failures = find_images(args.paths)
+    if args.heatmap is not None:
+        try:
+            Path(args.heatmap).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            _report(failures)
+            print(f"cxr predict: cannot create the heatmap folder {args.heatmap}: {err}",
+                  file=sys.stderr)
+            return EXIT_NOTHING_DONE
     model_path = Path(args.model)
     if not model_path.is_file():
         _report(failures)
@@ -138,9 +153,19 @@ def _predict(args: argparse.Namespace) -> int:
 
     from cxr.uncertainty import mc_dropout_predict
 
-    result = mc_dropout_predict(model, np.stack(images), passes=args.passes, seed=args.seed,
+    pixels = np.stack(images)
+    result = mc_dropout_predict(model, pixels, passes=args.passes, seed=args.seed,
                                 batch_size=args.batch_size)
     rows = prediction_rows(names, result, args.threshold, LABELS, args.top)
+    if args.heatmap is not None:
+        written = write_heatmaps(model, names, pixels, result, args.top or DEFAULT_HEATMAP_TOP,
+                                 Path(args.heatmap), args.batch_size)
+        for row, image_heatmaps in zip(rows, written, strict=True):
+            for finding in row["findings"]:
+                if finding["finding"] in image_heatmaps:
+                    finding["heatmap"] = image_heatmaps[finding["finding"]]
+        count = sum(len(paths) for paths in written)
+        print(f"cxr predict: wrote {count} heatmap overlays to {args.heatmap}", file=sys.stderr)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -224,6 +249,54 @@ def _decode_error(error: Exception) -> str:
 def _report(failures: Sequence[Failure]) -> None:
     for failure in failures:
         print(f"cxr predict: skipped {failure.path}: {failure.reason}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- heatmaps
+
+
+def write_heatmaps(model, names: Sequence[str], images, result, top: int, out_dir: Path,
+                   batch_size: int = 32) -> list[dict[str, str]]:
+    """Grad-CAM overlays of each image's `top` findings by MC mean; per image {finding: path}.
+
+    Files are `<stem>_<finding>.png`; images that share a stem (same name in two folders)
+    get `<stem>-2`, `<stem>-3`, ... in input order. The overlay shows the image as the model
+    saw it (resized to its square input), titled with the finding and its MC mean and std.
+    """
+    import numpy as np
+
+    from cxr.gradcam import gradcam
+    from cxr.overlays import save_overlay
+
+    order = np.argsort(-result.mean, axis=1, kind="stable")[:, :top]
+    pairs = [(i, int(k)) for i in range(len(names)) for k in order[i]]
+    image_index = np.array([i for i, _ in pairs])
+    heatmaps = gradcam(model, images[image_index], [k for _, k in pairs],
+                       batch_size=batch_size)
+    stems = unique_stems(names)
+    written: list[dict[str, str]] = [{} for _ in names]
+    for (i, k), heatmap in zip(pairs, heatmaps, strict=True):
+        finding = LABELS[k]
+        path = out_dir / f"{stems[i]}_{finding}.png"
+        title = (f"{Path(names[i]).name}\n{finding}: MC mean {result.mean[i, k]:.3f} "
+                 f"(std {result.std[i, k]:.3f})")
+        save_overlay(images[i], heatmap, title, path)
+        written[i][finding] = str(path)
+    return written
+
+
+def unique_stems(names: Sequence[str]) -> list[str]:
+    """File stems, with `-2`, `-3`, ... added to repeats so that no two images collide."""
+    used: set[str] = set()
+    stems = []
+    for name in names:
+        stem = candidate = Path(name).stem
+        repeat = 1
+        while candidate in used:
+            repeat += 1
+            candidate = f"{stem}-{repeat}"
+        used.add(candidate)
+        stems.append(candidate)
+    return stems
 
 
 # --------------------------------------------------------------------------- output

@@ -64,6 +64,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("model-comparison", "Model comparison"),
     ("calibration", "Calibration"),
     ("uncertainty", "Uncertainty"),
+    ("localization", "Localization: do the Grad-CAM heatmaps point at the lesion?"),
     ("training", "Training"),
     ("roc-curves", "ROC curves"),
     ("provenance", "Provenance"),
@@ -157,7 +158,8 @@ def build_report(context: Mapping, markdown_dir=None) -> tuple[str, str]:
 
     ``context`` keys: ``title``, ``generated`` (ISO timestamp), ``data`` ({``source``,
     ``split``: metrics/split.json}), ``models`` ({name: {``eval``: metrics/eval/NAME.json,
-    ``train``: metrics/train/NAME.json, ``figures``: {roc, loss, mc_histogram, reliability}}}),
+    ``train``: metrics/train/NAME.json, ``localize``: metrics/localize/NAME.json, ``figures``:
+    {roc, loss, mc_histogram, reliability, localize}}}),
     ``comparisons`` ([{a, b, difference, ci_low, ci_high, p_value}]), ``figures`` ({referral,
     reliability, auc_comparison}) and ``provenance`` ({git_commit, params (flat), mlflow_run_ids,
     dvc_exp_name}). Any of them may be missing.
@@ -493,6 +495,104 @@ def _uncertainty(context) -> list:
     return blocks
 
 
+def _localization(context) -> list:
+    source = _get(context, "data", "source")
+    truth = ("the phantom generator's box file, which knows every planted lesion"
+             if source == "phantoms" else
+             "NIH's BBox_List_2017.csv (984 boxes drawn by radiologists, 8 findings)"
+             if source == "nih" else "the data's box file")
+    blocks: list = [Paragraph([
+        "Grad-CAM heatmaps of each test image that has a lesion box, for the box's finding, "
+        f"scored against the box (ground truth: {truth}). ",
+        Text("Pointing game", bold=True), ": the share of boxes that contain the heatmap's "
+        "peak. ", Text("Chance", bold=True), ": the boxes' mean share of the image, the hit "
+        "rate of a peak placed at random; large boxes (an enlarged heart, both lungs) are easy "
+        "targets. ", Text("IoU", bold=True), ": overlap of the heatmap above a fraction of its "
+        "maximum with the box. A heatmap without positive evidence for the finding (flat) "
+        "counts as a miss with IoU 0."])]
+    models = _models(context)
+    results = {name: _get(context, "models", name, "localize") for name in models}
+    results = {name: value for name, value in results.items() if isinstance(value, Mapping)}
+    missing = [name for name in models if name not in results]
+    if not results:
+        blocks.append(Note(["No localization results (metrics/localize/NAME.json) in the "
+                            "report context."]))
+        return blocks
+    if missing:
+        blocks.append(Note([f"No localization results for "
+                            f"{', '.join(display_name(m) for m in missing)}."]))
+    shown = [name for name in models if name in results]
+
+    def entry(name, finding):
+        return _get(results[name], "per_finding", finding)
+
+    findings = [finding for finding in LABELS
+                if any(_num(_get(entry(name, finding), "n")) for name in shown)]
+    compare = len(shown) > 1
+    rows = []
+    for finding in findings:
+        entries = [entry(name, finding) for name in shown]
+        rows.append(_localization_row(finding, entries, compare))
+    overall = [_get(results[name], "overall") for name in shown]
+    rows.append(_localization_row("All boxes (pooled)", overall, compare, bold=True))
+    macro = [{"n": None, "chance": None, "pointing": _get(o, "pointing_macro"),
+              "iou_mean": _get(o, "iou_macro")} for o in overall]
+    rows.append(_localization_row("Mean over findings", macro, compare, bold=True))
+    columns = ["Finding", "Boxes", "Chance"]
+    for name in shown:
+        columns += [f"{display_name(name)}: pointing", f"{display_name(name)}: IoU"]
+    footnotes: list = [["Bold: the best pointing-game score in each row."]] if compare else []
+    no_boxes = [finding for finding in LABELS if finding not in findings]
+    if no_boxes:
+        footnotes.append([f"No boxes scored for: {', '.join(no_boxes)}."])
+    thresholds = {_num(_get(results[n], "iou_threshold")) for n in shown} - {None}
+    if thresholds:
+        footnotes.append(["IoU: heatmap binarised at "
+                          + " / ".join(f"{t:g}" for t in sorted(thresholds))
+                          + " of its maximum."])
+    blocks.append(Table(columns, rows, footnotes=footnotes,
+                        groups=[("", 3)] + [(display_name(n), 2) for n in shown]))
+    for name in shown:
+        flat, n = (_num(_get(results[name], "overall", key)) for key in ("flat", "n"))
+        if flat and n and flat / n > 0.5:
+            blocks.append(Note([
+                f"{display_name(name)}: {_int(flat)} of {_int(n)} heatmaps are flat: nothing in "
+                "the image speaks for the boxed finding (every position's Grad-CAM sum is <= 0), "
+                "so its pointing score shows missing positive evidence, not where it looks."]))
+
+    detail = []
+    for name in shown:
+        result = results[name]
+        flat, n = _get(result, "overall", "flat"), _get(result, "overall", "n")
+        per_heatmap = _num(result.get("seconds_per_heatmap"))
+        detail.append([display_name(name), str(result.get("layer") or MISSING),
+                       _int(result.get("image_size")),
+                       f"{_int(result.get('images_scored'))} of "
+                       f"{_int(result.get('test_images_with_boxes'))}",
+                       f"{_int(flat)} of {_int(n)}",
+                       MISSING if per_heatmap is None else f"{per_heatmap * 1000:.1f} ms"])
+    blocks.append(Table(["Model", "Layer explained", "Input (px)",
+                         "Test images scored (of those with a box)", "Flat heatmaps",
+                         "Time per heatmap"], detail,
+                        footnotes=[["Time per heatmap: one Grad-CAM (forward and backward "
+                                    "pass) in batches, after the one-off tracing."]]))
+    blocks += _model_figures(context, "localize",
+                             "Grad-CAM examples per finding (box white, peak green)")
+    return blocks
+
+
+def _localization_row(label: str, entries: list, compare: bool, bold: bool = False) -> list:
+    counts = {_int(_get(e, "n")) for e in entries if _num(_get(e, "n")) is not None}
+    chances = [_num(_get(e, "chance")) for e in entries if _num(_get(e, "chance")) is not None]
+    pointing = [(_num(_get(e, "pointing")), _fixed(_get(e, "pointing"))) for e in entries]
+    cells = [Cell(label, bold=bold), " / ".join(sorted(counts)) or MISSING,
+             _fixed(chances[0]) if chances else MISSING]
+    pointing_cells = _bold_best(pointing) if compare else [Cell(text) for _, text in pointing]
+    for best_cell, e in zip(pointing_cells, entries, strict=True):
+        cells += [best_cell, _fixed(_get(e, "iou_mean"))]
+    return cells
+
+
 def _training(context) -> list:
     rows = []
     for name in _models(context):
@@ -560,6 +660,7 @@ _BUILDERS = {
     "model-comparison": _model_comparison,
     "calibration": _calibration,
     "uncertainty": _uncertainty,
+    "localization": _localization,
     "training": _training,
     "roc-curves": _roc_curves,
     "provenance": _provenance,

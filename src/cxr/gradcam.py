@@ -1,0 +1,349 @@
+"""Grad-CAM heatmaps (Selvaraju et al. 2017) for every cxr model, for any finding, batched.
+
+For an image and a finding c, with A the explained layer's output (h x w x K):
+
+    alpha_k = mean over the h x w positions of  d s_c / d A_k      (s_c: the finding's logit)
+    cam     = ReLU(sum_k alpha_k A_k)                               (h x w)
+
+placed on the input (bilinear, see below) and divided by its maximum: one (H, W) map in [0, 1]
+per image, at the model's input resolution.
+
+The layer explained, per model (:data:`EXPLAINED_LAYER`):
+
+* ``simple_cnn``: ``block3_conv``, the last convolution, taken before its 2x2 pool so the map
+  is the finest of the last block (12 x 12 at 64 px).
+* ``densenet121``, ``efficientnetb0``: ``feature_map``, the identity layer on the nested
+  backbone's output (its last BN + ReLU map, stride 32: 2 x 2 at 64 px, 7 x 7 at 224). The
+  backbone's inner layers belong to the nested model's own graph, which the outer model's
+  gradient tape cannot tap; the identity is the handle.
+* ``fusion``: ``fusion_concat``, the fused map (both projected branches, 512 channels) *before*
+  the self-attention block, not the attention output (``attention``, which
+  ``cxr.models.GRADCAM_LAYER`` lists as the model's last spatial map). The attention output at
+  position i is ``x_i + gamma * sum_j a_ij v_j``: it adds to every position the values of the
+  positions it attends to, so evidence from a lesion at j appears wherever some query attends
+  to j, and a map of it paints the lesion's *readers*. (With the global average pool and linear
+  head after it, Grad-CAM on ``attention`` is exactly CAM of that smeared map.) Each position of
+  the concatenated map still describes its own receptive field, while the gradients reaching it
+  flow through the attention's values, keys and queries, so the weights alpha account for what
+  the attention does with the map and the map keeps the lesion where it is. At ``gamma = 0``
+  (the attention block's initial state) the two choices give the same map.
+
+The score is the finding's *logit* (the input of its sigmoid: the ``predictions`` layer's input
+times its kernel plus its bias), not the probability. A confident probability saturates
+(``p (1 - p)`` underflows in float32 beyond a logit of about 17) and its gradient vanishes,
+which would turn the clearest cases into flat maps; where it does not saturate, the
+probability's gradient is the logit's times the positive factor ``p (1 - p)``, which the
+normalisation removes: the same map. The model runs in inference mode (``training=False``):
+dropout off, BatchNorm on its moving statistics, so a heatmap explains the deterministic
+prediction (the Monte-Carlo dropout mean is close to it, not equal).
+
+Placing the grid on the input. Each unit of the explained map sits at the centre of its
+receptive field. For a plain chain of convolutions and pools from the input (``simple_cnn``) the
+centres follow from the kernels, strides and paddings (:func:`unit_centres`): the 12 units of
+``block3_conv`` at 64 px sit at pixels 8.5, 12.5, ..., 52.5 (valid convolutions shrink the map
+from the borders), not spread evenly over 0-63 as a plain image resize would put them. For
+nested backbones the grid is spread evenly (half-pixel centres, as ``tf.image.resize`` does),
+right for their "same"-padded stride-32 maps to within a fraction of a stride. Between centres
+the map is interpolated bilinearly; beyond the outermost centres it keeps the edge value.
+
+Flat maps. When nothing speaks *for* the finding (every position's weighted sum <= 0, so the
+ReLU zeroes the whole map) the heatmap is all zeros, returned as such rather than divided by
+zero. :mod:`cxr.localization` scores a map without a peak as a pointing miss with IoU 0. A 1 x 1
+grid (a backbone at 32 px) gives a constant map: no peak either.
+
+The grad model and its traced ``tf.function`` are cached per (model, layer) by weak reference:
+tracing takes seconds for the backbones, and the cache never keeps a model alive.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from cxr.labels import INDEX, LABELS, LabelError, canonical
+from cxr.models import GRADCAM_LAYER, OUTPUT_LAYER
+
+# See the module docstring for why each layer; fusion differs from cxr.models.GRADCAM_LAYER.
+FUSION_EXPLAINED_LAYER = "fusion_concat"
+EXPLAINED_LAYER: dict[str, str] = {**GRADCAM_LAYER, "fusion": FUSION_EXPLAINED_LAYER}
+DEFAULT_BATCH_SIZE = 32
+
+_EXPLAINERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_GEOMETRY_LAYERS = (layers.Conv2D, layers.DepthwiseConv2D, layers.MaxPooling2D,
+                    layers.AveragePooling2D)
+
+
+def explained_layer(model_or_name) -> str:
+    """The layer Grad-CAM explains for a registered model name or a cxr model.
+
+    A model is recognised by its name (``simple_cnn``, ``cxr_densenet121``, ...). Any other
+    model falls back to the last layer before ``features`` whose output is a spatial map.
+    """
+    if isinstance(model_or_name, str):
+        if model_or_name not in EXPLAINED_LAYER:
+            raise ValueError(f"unknown model name {model_or_name!r}; allowed: "
+                             f"{', '.join(EXPLAINED_LAYER)}.")
+        return EXPLAINED_LAYER[model_or_name]
+    model = model_or_name
+    name = model.name.removeprefix("cxr_")
+    if name in EXPLAINED_LAYER:
+        return EXPLAINED_LAYER[name]
+    spatial = [layer.name for layer in model.layers
+               if not isinstance(layer, layers.InputLayer) and _is_spatial(layer)]
+    names = [layer.name for layer in model.layers]
+    if "features" in names:
+        before = set(names[: names.index("features")])
+        spatial = [name for name in spatial if name in before]
+    if not spatial:
+        raise ValueError(f"model {model.name!r} has no layer with a (batch, height, width, "
+                         "channels) output to explain; pass layer_name.")
+    return spatial[-1]
+
+
+def _is_spatial(layer) -> bool:
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError):  # a layer used more than once has no single output
+        return False
+    return len(shape) == 4 and all(dim is not None for dim in shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the explained map's units sit on the input
+
+
+def _pairs(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, list | tuple) else (value, value)
+
+
+def _layer_offsets(layer, size: tuple[int, int]):
+    """Per axis (offset, stride) of a conv/pool: output unit j is centred on input index
+    ``offset + stride * j``; None for a layer that is neither and changes the grid."""
+    if not isinstance(layer, _GEOMETRY_LAYERS):
+        return None
+    is_pool = isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D)
+    kernel = _pairs(layer.pool_size if is_pool else layer.kernel_size)
+    strides = _pairs(layer.strides if layer.strides is not None else kernel)
+    dilation = (1, 1) if is_pool else _pairs(layer.dilation_rate)
+    result = []
+    for n, k, s, d in zip(size, kernel, strides, dilation, strict=True):
+        extent = (k - 1) * d + 1
+        if layer.padding == "valid":
+            before = 0
+        else:  # "same", TensorFlow's convention: the extra padding goes after
+            out = -(-n // s)
+            before = max((out - 1) * s + extent - n, 0) // 2
+        result.append(((extent - 1) / 2 - before, s))
+    return result
+
+
+def unit_centres(model: keras.Model, layer_name: str):
+    """Input-pixel indices of the explained map's unit centres, ``(rows, cols)``, or None.
+
+    Computed when every layer from the input to ``layer_name`` is a top-level layer taking
+    the previous one's output (a plain chain, as in ``simple_cnn``) and each either is a
+    Conv2D / DepthwiseConv2D / MaxPooling2D / AveragePooling2D or keeps the grid unchanged.
+    Otherwise (nested backbones, branches) None: the caller spreads the grid evenly.
+    """
+    stack = model.layers
+    names = [layer.name for layer in stack]
+    if layer_name not in names or not isinstance(stack[0], layers.InputLayer):
+        return None
+    starts, steps = [0.0, 0.0], [1.0, 1.0]
+    for previous, layer in zip(stack, stack[1 : names.index(layer_name) + 1], strict=False):
+        try:
+            if layer.input is not previous.output:
+                return None
+            in_shape, out_shape = previous.output.shape, layer.output.shape
+        except (AttributeError, ValueError):
+            return None
+        if isinstance(layer, keras.Model) or len(in_shape) != 4 or None in in_shape[1:3]:
+            return None
+        offsets = _layer_offsets(layer, tuple(in_shape[1:3]))
+        if offsets is None:
+            if tuple(out_shape[1:3]) != tuple(in_shape[1:3]):
+                return None
+            continue
+        for axis, (offset, stride) in enumerate(offsets):
+            starts[axis] += steps[axis] * offset
+            steps[axis] *= stride
+    grid = model.get_layer(layer_name).output.shape[1:3]
+    return tuple(starts[axis] + steps[axis] * np.arange(grid[axis]) for axis in (0, 1))
+
+
+def _even_centres(grid: int, size: int) -> np.ndarray:
+    """Half-pixel centres: the grid spread evenly over the input (tf.image.resize's)."""
+    step = size / grid
+    return (np.arange(grid) + 0.5) * step - 0.5
+
+
+def interpolation_matrix(centres: np.ndarray, size: int) -> np.ndarray:
+    """(size, grid) float32 weights: pixel p's bilinear mix of the units centred at
+    ``centres`` (increasing); pixels beyond the outermost centres take the edge unit."""
+    centres = np.asarray(centres, dtype=np.float64)
+    grid = len(centres)
+    weights = np.zeros((size, grid), dtype=np.float32)
+    if grid == 1:
+        weights[:, 0] = 1.0
+        return weights
+    pixels = np.arange(size, dtype=np.float64)
+    position = np.interp(pixels, centres, np.arange(grid, dtype=np.float64))  # clamps at ends
+    low = np.clip(np.floor(position).astype(int), 0, grid - 2)
+    high_weight = position - low
+    weights[np.arange(size), low] = 1.0 - high_weight
+    weights[np.arange(size), low + 1] = high_weight
+    return weights
+
+
+# ---------------------------------------------------------------------------------------------
+# Grad-CAM
+
+
+class GradCam:
+    """Grad-CAM of one model at one layer: ``heatmaps(images, classes)``.
+
+    Holds the grad model (``model.inputs`` -> [explained map, the ``predictions`` layer's
+    input]), the output layer's weights and the placement of the grid on the input; use
+    :meth:`of` for the cached instance.
+    """
+
+    def __init__(self, model: keras.Model, layer_name: str):
+        # No reference to `model` itself: instances are cached by weak reference to it.
+        try:
+            layer = model.get_layer(layer_name)
+            output_layer = model.get_layer(OUTPUT_LAYER)
+        except ValueError as err:
+            raise ValueError(f"model {model.name!r} has no layer {err}; Grad-CAM needs the "
+                             f"explained layer and {OUTPUT_LAYER!r}.") from None
+        if not _is_spatial(layer):
+            raise ValueError(f"layer {layer_name!r} of model {model.name!r} must output a "
+                             f"(batch, height, width, channels) map; it gives "
+                             f"{getattr(layer.output, 'shape', None)}.")
+        input_shape = tuple(model.input_shape)
+        if len(input_shape) != 4 or None in input_shape[1:]:
+            raise ValueError(f"model {model.name!r} must take (batch, height, width, channels) "
+                             f"images of a fixed size; its input shape is {input_shape}.")
+        self.layer_name = layer_name
+        self.input_shape = input_shape[1:]
+        self.grad_model = keras.Model(model.inputs, [layer.output, output_layer.input],
+                                      name=f"{model.name}_gradcam")
+        self.output_layer = output_layer
+        self.n_classes = int(output_layer.units)
+        grid = tuple(int(dim) for dim in layer.output.shape[1:3])
+        centres = unit_centres(model, layer_name)
+        if centres is None:
+            centres = tuple(_even_centres(g, s) for g, s in zip(grid, self.input_shape[:2],
+                                                                  strict=True))
+        self.centres = centres
+        self.rows = interpolation_matrix(centres[0], self.input_shape[0])
+        self.cols = interpolation_matrix(centres[1], self.input_shape[1])
+        self._coarse = tf.function(
+            self._coarse_cams,
+            input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32),
+                             tf.TensorSpec((None,), tf.int32)],
+        )
+
+    @classmethod
+    def of(cls, model: keras.Model, layer_name: str | None = None) -> GradCam:
+        """The cached GradCam of ``model`` at ``layer_name`` (default :func:`explained_layer`)."""
+        layer_name = layer_name or explained_layer(model)
+        per_model = _EXPLAINERS.setdefault(model, {})
+        if layer_name not in per_model:
+            per_model[layer_name] = cls(model, layer_name)
+        return per_model[layer_name]
+
+    def _coarse_cams(self, images, classes):
+        kernel = ops.cast(self.output_layer.kernel, "float32")
+        bias = ops.cast(self.output_layer.bias, "float32")
+        with tf.GradientTape() as tape:
+            maps, head_input = self.grad_model(images, training=False)
+            logits = ops.matmul(ops.cast(head_input, "float32"), kernel) + bias
+            scores = tf.gather(logits, classes, axis=1, batch_dims=1)
+        # Images are independent in inference mode, so the gradient of the summed scores
+        # holds each image's own gradient.
+        grads = ops.cast(tape.gradient(scores, maps), "float32")
+        weights = ops.mean(grads, axis=(1, 2))
+        return ops.relu(ops.einsum("bhwk,bk->bhw", ops.cast(maps, "float32"), weights))
+
+    def coarse(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """(n, h, w) float32 ReLU'd maps on the explained layer's grid, not normalised."""
+        cams = self._coarse(tf.convert_to_tensor(images, tf.float32),
+                            tf.convert_to_tensor(classes, tf.int32))
+        return np.asarray(cams, dtype=np.float32)
+
+    def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """(n, H, W) float32 in [0, 1]: each map divided by its maximum (zeros stay zeros)."""
+        cams = self.coarse(images, classes)
+        maps = np.einsum("yi,bij,xj->byx", self.rows, cams, self.cols, optimize=True)
+        peaks = maps.max(axis=(1, 2), keepdims=True)
+        # Divide only where there is positive evidence; exact zeros stay a flat map.
+        np.divide(maps, peaks, out=maps, where=peaks > 0)
+        return np.clip(maps, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def class_index(finding, n_classes: int = len(LABELS)) -> int:
+    """An output index from an int or a finding name (canonical or alias, e.g. Infiltrate)."""
+    if isinstance(finding, str):
+        try:
+            return INDEX[canonical(finding)]
+        except (LabelError, KeyError):
+            raise ValueError(f"unknown finding {finding!r}; expected one of "
+                             f"{', '.join(LABELS)}.") from None
+    if isinstance(finding, bool) or not isinstance(finding, int | np.integer):
+        raise ValueError(f"a finding must be an index or a name; got {finding!r}.")
+    if not 0 <= int(finding) < n_classes:
+        raise ValueError(f"finding index {int(finding)} is out of range [0, {n_classes}).")
+    return int(finding)
+
+
+def gradcam(
+    model: keras.Model,
+    images,
+    class_indices,
+    layer_name: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> np.ndarray:
+    """Grad-CAM heatmaps of ``images`` for the given findings, at the input resolution.
+
+    Args:
+        model: a cxr model (raw 0-255 RGB input, a ``predictions`` layer with one sigmoid per
+            finding).
+        images: (N, H, W, 3) raw 0-255 pixels (any numeric dtype), H x W the model's input.
+        class_indices: the finding to explain: one for all images, or one per image; each an
+            output index or a finding name (``"Effusion"``, alias ``"Infiltrate"``).
+        layer_name: the layer to explain; default :func:`explained_layer` of the model.
+        batch_size: images per gradient computation.
+
+    Returns:
+        (N, H, W) float32 in [0, 1], each map divided by its maximum; all zeros where the
+        finding has no positive evidence (see the module docstring).
+    """
+    images = np.asarray(images)
+    explainer = GradCam.of(model, layer_name)
+    if images.ndim != 4 or images.shape[1:] != explainer.input_shape:
+        raise ValueError(f"images must have shape (N, {', '.join(map(str, explainer.input_shape))})"
+                         f" for model {model.name!r}; got {images.shape}.")
+    if not np.issubdtype(images.dtype, np.number):
+        raise ValueError(f"images must be numeric (raw 0-255 pixels); got dtype {images.dtype}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    n = len(images)
+    if isinstance(class_indices, str | int | np.integer):
+        classes = np.full(n, class_index(class_indices, explainer.n_classes), dtype=np.int32)
+    else:
+        if not isinstance(class_indices, Sequence | np.ndarray) or len(class_indices) != n:
+            raise ValueError(f"class_indices must be one finding or one per image ({n}); got "
+                             f"{class_indices!r}.")
+        classes = np.array([class_index(c, explainer.n_classes) for c in class_indices],
+                           dtype=np.int32)
+    chunks = [explainer.heatmaps(images[start : start + batch_size].astype(np.float32),
+                                 classes[start : start + batch_size])
+              for start in range(0, n, batch_size)]
+    if not chunks:
+        return np.zeros((0, *explainer.input_shape[:2]), dtype=np.float32)
+    return np.concatenate(chunks)

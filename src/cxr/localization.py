@@ -1,0 +1,268 @@
+"""Does a heatmap point at the lesion? Boxes on the model's input, pointing game, IoU, summary.
+
+numpy and pandas only (no TensorFlow): the localize stage and the tests score heatmaps with it,
+and :func:`select_boxes` picks the boxes the stage scores.
+
+Geometry. A box is ``(x, y, w, h)`` in pixels with the origin at the image's top-left corner;
+pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``, so its centre is
+``(col + 0.5, row + 0.5)``. A pixel belongs to a box when its centre lies inside the box
+(half-open, ``x <= cx < x + w``); a box too thin to hold any centre still holds the pixel that
+contains its own centre, so every box has at least one pixel. Boxes come in original-image
+pixels (NIH: the 1024 px films; phantoms: the PNG size); :func:`map_box` maps them onto the
+model's input, which the pipeline squashes to a square without keeping the aspect ratio
+(``cxr.data.pipeline.decode_and_resize``), so x and y scale independently.
+
+Scores, one heatmap and one box at a time:
+
+* pointing game (Zhang et al. 2016): a hit when the heatmap's maximum lies in the box. Tied
+  maxima go to the one nearest the image centre (then the first in row-major order). Ties are
+  plateaus: beyond the outermost unit of a Grad-CAM grid the map holds the edge unit's value
+  (as an image resize does), and "the first maximum" would put the peak of an edge unit in
+  the image's corner, up to half a receptive field away from the unit that holds it; the tied
+  pixel nearest the centre is that unit's own centre. A map without a peak (maximum equal to
+  minimum; in particular the all-zero map Grad-CAM returns when nothing speaks *for* the
+  finding) is a miss: it points nowhere.
+* IoU: the heatmap is binarised at ``threshold`` times its own maximum (Grad-CAM maps are
+  normalised to a maximum of 1, so this is the absolute threshold on their 0-1 scale; pass
+  ``relative=False`` for an absolute threshold on any map), then compared with the box's
+  pixel mask. A map without positive values has an empty mask: IoU 0.
+
+The *chance* level of the pointing game is the box's share of the image: a peak placed
+uniformly at random hits with that probability. Large boxes (an enlarged heart, both
+hyperinflated lungs) are easy targets, so every summary carries it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxr.labels import LABELS
+
+Box = tuple[float, float, float, float]
+
+
+def _size_pair(value, name: str) -> tuple[float, float]:
+    """An int/float side (square) or a (width, height) pair, each positive and finite."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive size or a (width, height) pair; got {value!r}.")
+    pair = (value, value) if isinstance(value, int | float | np.number) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be a positive size or a (width, height) pair; got {value!r}.")
+    width, height = (float(v) for v in pair)
+    if not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
+        raise ValueError(f"{name} must be positive and finite; got {value!r}.")
+    return width, height
+
+
+def _check_box(box, name: str = "box") -> Box:
+    values = tuple(float(v) for v in box)
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be four finite numbers (x, y, w, h); got {box!r}.")
+    if values[2] <= 0 or values[3] <= 0:
+        raise ValueError(f"{name} must have a positive width and height; got {box!r}.")
+    return values  # type: ignore[return-value]
+
+
+def map_box(box_xywh: Sequence[float], original_size, input_size) -> Box:
+    """A box in original-image pixels -> the same box on the model's input.
+
+    Args:
+        box_xywh: ``(x, y, w, h)`` in pixels of the original image.
+        original_size: the original image's ``(width, height)`` (NIH's
+            ``OriginalImage[Width,Height]``), or one number for a square image.
+        input_size: the model's input side (the pipeline resizes to a square), or a
+            ``(width, height)`` pair.
+
+    x and w scale by ``input_width / original_width``, y and h by
+    ``input_height / original_height``: the pipeline squashes, it does not letterbox.
+    """
+    x, y, w, h = _check_box(box_xywh, "box_xywh")
+    original_w, original_h = _size_pair(original_size, "original_size")
+    input_w, input_h = _size_pair(input_size, "input_size")
+    scale_x, scale_y = input_w / original_w, input_h / original_h
+    return (x * scale_x, y * scale_y, w * scale_x, h * scale_y)
+
+
+def _check_heatmap(heatmap) -> np.ndarray:
+    heatmap = np.asarray(heatmap)
+    if heatmap.ndim != 2 or heatmap.size == 0:
+        raise ValueError(f"heatmap must be a non-empty 2-D array (height, width); got shape "
+                         f"{heatmap.shape}.")
+    if not np.isfinite(heatmap).all():
+        raise ValueError("heatmap holds NaN or infinite values.")
+    return heatmap
+
+
+def box_mask(box: Sequence[float], shape: tuple[int, int], tolerance: float = 0.0) -> np.ndarray:
+    """(height, width) bool mask of the pixels whose centre lies in ``box`` (see module doc).
+
+    ``tolerance`` widens the box by that many pixels on every side (the pointing game of Zhang
+    et al. allows 15 px at their scale); the mask is clipped to the image.
+    """
+    x, y, w, h = _check_box(box)
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0 pixels; got {tolerance!r}.")
+    x, y, w, h = x - tolerance, y - tolerance, w + 2 * tolerance, h + 2 * tolerance
+    height, width = shape
+    cols = np.arange(width) + 0.5
+    rows = np.arange(height) + 0.5
+    in_x = (cols >= x) & (cols < x + w)
+    in_y = (rows >= y) & (rows < y + h)
+    if not in_x.any():  # thinner than a pixel: keep the column holding its centre
+        in_x[int(np.clip(math.floor(x + w / 2), 0, width - 1))] = True
+    if not in_y.any():
+        in_y[int(np.clip(math.floor(y + h / 2), 0, height - 1))] = True
+    return in_y[:, None] & in_x[None, :]
+
+
+def peak(heatmap) -> tuple[int, int] | None:
+    """``(row, col)`` of the maximum, or None for a map without a peak (all values equal).
+
+    Tied maxima: the one nearest the image centre, then the first in row-major order.
+    """
+    heatmap = _check_heatmap(heatmap)
+    top = heatmap.max()
+    if top <= heatmap.min():
+        return None
+    rows, cols = np.nonzero(heatmap == top)
+    height, width = heatmap.shape
+    distance = (rows + 0.5 - height / 2) ** 2 + (cols + 0.5 - width / 2) ** 2
+    nearest = int(np.argmin(distance))  # np.nonzero is row-major: argmin keeps the first
+    return int(rows[nearest]), int(cols[nearest])
+
+
+def pointing_hit(heatmap, box: Sequence[float], tolerance: float = 0.0) -> bool:
+    """True when the heatmap's peak pixel lies in ``box`` (pixels of the heatmap).
+
+    A map without a peak (all values equal, e.g. all zero) is a miss.
+    """
+    heatmap = _check_heatmap(heatmap)
+    location = peak(heatmap)
+    if location is None:
+        return False
+    return bool(box_mask(box, heatmap.shape, tolerance)[location])
+
+
+def heatmap_iou(heatmap, box: Sequence[float], threshold: float = 0.5,
+                relative: bool = True) -> float:
+    """IoU of the heatmap's pixels ``>= threshold`` (times its max when ``relative``) and the box.
+
+    A map whose maximum is not positive selects no pixel: IoU 0.
+    """
+    heatmap = _check_heatmap(heatmap)
+    if not (0 < threshold <= 1) and relative:
+        raise ValueError(f"threshold must be in (0, 1] with relative=True; got {threshold!r}.")
+    top = float(heatmap.max())
+    if top <= 0:
+        return 0.0
+    level = threshold * top if relative else threshold
+    selected = heatmap >= level
+    target = box_mask(box, heatmap.shape)
+    union = int((selected | target).sum())
+    return float((selected & target).sum() / union) if union else 0.0
+
+
+def box_fraction(box: Sequence[float], shape: tuple[int, int]) -> float:
+    """The box's share of the image's pixels: the pointing game's chance level."""
+    mask = box_mask(box, shape)
+    return float(mask.sum() / mask.size)
+
+
+def score(heatmap, box: Sequence[float], threshold: float = 0.5, tolerance: float = 0.0) -> dict:
+    """One record for :func:`localization_summary`: hit, iou, chance and flat (no peak)."""
+    heatmap = _check_heatmap(heatmap)
+    return {"hit": pointing_hit(heatmap, box, tolerance),
+            "iou": heatmap_iou(heatmap, box, threshold),
+            "chance": box_fraction(box, heatmap.shape),
+            "flat": peak(heatmap) is None}
+
+
+def _aggregate(records: list[Mapping]) -> dict:
+    n = len(records)
+    if n == 0:
+        return {"n": 0, "pointing": None, "iou_mean": None, "chance": None, "flat": 0}
+    return {
+        "n": n,
+        "pointing": float(np.mean([bool(r["hit"]) for r in records])),
+        "iou_mean": float(np.mean([float(r["iou"]) for r in records])),
+        "chance": (float(np.mean([float(r["chance"]) for r in records]))
+                   if all(r.get("chance") is not None for r in records) else None),
+        "flat": int(sum(bool(r.get("flat", False)) for r in records)),
+    }
+
+
+def localization_summary(records: Iterable[Mapping], labels: Sequence[str] = LABELS) -> dict:
+    """Pointing-game accuracy and mean IoU per finding and overall.
+
+    Args:
+        records: one mapping per scored box with ``finding`` (a name from ``labels``),
+            ``hit`` (bool), ``iou`` (float) and optionally ``chance`` (the box's share of the
+            image) and ``flat`` (the heatmap had no peak); :func:`score` returns the last four.
+        labels: the findings reported, in order (default: the 14 in canonical order).
+
+    Returns:
+        ``{"per_finding": {finding: {"n", "pointing", "iou_mean", "chance", "flat"}},
+        "overall": {... the same over all boxes pooled ..., "pointing_macro", "iou_macro"}}``.
+        A finding without boxes has ``n`` 0 and None for every rate. ``pointing_macro`` and
+        ``iou_macro`` average the findings that have boxes, each finding counting once.
+    """
+    records = list(records)
+    by_finding: dict[str, list[Mapping]] = {label: [] for label in labels}
+    for index, record in enumerate(records):
+        missing = [key for key in ("finding", "hit", "iou") if key not in record]
+        if missing:
+            raise ValueError(f"records[{index}] lacks {missing}; expected keys finding, hit, iou.")
+        finding = record["finding"]
+        if finding not in by_finding:
+            raise ValueError(f"records[{index}]: finding {finding!r} is not one of "
+                             f"{', '.join(labels)}.")
+        by_finding[finding].append(record)
+    per_finding = {label: _aggregate(rows) for label, rows in by_finding.items()}
+    overall = _aggregate(records)
+    scored = [entry for entry in per_finding.values() if entry["n"]]
+    overall["pointing_macro"] = (float(np.mean([e["pointing"] for e in scored]))
+                                 if scored else None)
+    overall["iou_macro"] = float(np.mean([e["iou_mean"] for e in scored])) if scored else None
+    return {"per_finding": per_finding, "overall": overall}
+
+
+SIZE_COLUMNS = ("OriginalImage Width", "OriginalImage Height")
+
+
+def select_boxes(boxes: pd.DataFrame, images: Iterable[str], original_sizes: pd.DataFrame,
+                 max_images: int, seed: int) -> pd.DataFrame:
+    """The boxes to score: those of at most ``max_images`` of ``images``, drawn by ``seed``.
+
+    Args:
+        boxes: ``cxr.data.nih.read_bbox_list`` output (Image Index, Finding Label, x, y, w, h).
+        images: the image names eligible (the test split).
+        original_sizes: Image Index and ``OriginalImage Width`` / ``Height`` (from
+            ``cxr.data.nih.read_data_entry``) of at least the chosen images.
+        max_images: cap on the images scored; when more are eligible, a seeded draw without
+            replacement picks them (the same for every model).
+        seed: seed of that draw.
+
+    Returns:
+        The chosen boxes sorted by image name then file order, with the original size
+        appended as columns ``width`` and ``height``; a fresh 0..n-1 index.
+    """
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ValueError(f"max_images must be a positive int; got {max_images!r}.")
+    eligible = boxes[boxes["Image Index"].isin(set(images))]
+    names = np.array(sorted(eligible["Image Index"].unique()), dtype=object)
+    if len(names) > max_images:
+        chosen = np.random.default_rng(seed).choice(len(names), max_images, replace=False)
+        names = names[np.sort(chosen)]
+    chosen_boxes = eligible[eligible["Image Index"].isin(set(names))]
+    chosen_boxes = chosen_boxes.sort_values("Image Index", kind="mergesort").reset_index(drop=True)
+    sizes = original_sizes.drop_duplicates("Image Index").set_index("Image Index")
+    missing = sorted(set(names) - set(sizes.index))
+    if missing:
+        raise ValueError(f"no original size for {len(missing)} image(s) with a box, e.g. "
+                         f"{missing[0]!r}: the image list (Data_Entry) must hold every boxed image.")
+    found = sizes.loc[chosen_boxes["Image Index"], list(SIZE_COLUMNS)].to_numpy()
+    return chosen_boxes.assign(width=found[:, 0], height=found[:, 1])

@@ -1,0 +1,126 @@
+"""DVC stage `localize@MODEL`: do the model's Grad-CAM heatmaps point at the lesions?
+
+Usage: python stages/localize.py MODEL
+For at most localize.max_images test images that have a lesion box (data.bbox_csv; drawn by
+seed, the same images for every model), explains each box's finding with Grad-CAM
+(`cxr.gradcam`) and scores the heatmap against the box mapped onto the model's input
+(`cxr.localization`: pointing game, IoU, chance level). Original image sizes come from
+data.csv. Writes metrics/localize/MODEL.json (per finding and overall, plus the time per
+heatmap) and plots/MODEL/localize_examples.png (example overlays per finding).
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from cxr import gradcam as cam
+from cxr.data.nih import read_bbox_list, read_data_entry
+from cxr.data.pipeline import make_dataset
+from cxr.io import write_json
+from cxr.labels import INDEX, LABELS
+from cxr.localization import localization_summary, map_box, score, select_boxes
+from cxr.models import MODEL_NAMES
+from cxr.overlays import examples_grid
+from cxr.params import load_params
+
+SPLIT = "data/processed/split.csv"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", choices=MODEL_NAMES)
+    name = parser.parse_args().model
+    params = load_params()
+    settings = params.localize
+    model = keras.models.load_model(Path("models") / name / "model.keras", compile=False)
+    image_size = int(model.input_shape[1])
+    layer = cam.explained_layer(name)
+
+    table = pd.read_csv(SPLIT, dtype={"path": str}, keep_default_na=False)
+    test = table[table["split"] == "test"].set_index("Image Index")
+    sizes = read_data_entry(params.data.csv).reset_index(drop=True)
+    all_boxes = read_bbox_list(params.data.bbox_csv)
+    boxes = select_boxes(all_boxes, test.index, sizes, settings.max_images, params.seed)
+    candidates = all_boxes.loc[all_boxes["Image Index"].isin(set(test.index)), "Image Index"]
+
+    # One heatmap per (image, finding): an image may hold several boxes of one finding.
+    pairs = boxes[["Image Index", "Finding Label"]].drop_duplicates().reset_index(drop=True)
+    names = list(dict.fromkeys(pairs["Image Index"]))
+    position = {image: i for i, image in enumerate(names)}
+    images = np.zeros((0, image_size, image_size, 3), dtype=np.float32)
+    if names:
+        data = make_dataset(test.loc[names, "path"], None, image_size, settings.batch_size,
+                            cache="none", parallel_calls=params.pipeline.parallel_calls)
+        images = np.concatenate([np.asarray(batch) for batch in data])
+    image_of_pair = pairs["Image Index"].map(position).to_numpy()
+    classes = pairs["Finding Label"].map(INDEX).to_numpy()
+
+    heatmaps = np.zeros((len(pairs), image_size, image_size), dtype=np.float32)
+    trace_seconds = seconds = 0.0
+    if len(pairs):
+        started = time.perf_counter()  # the first call traces the gradient graph
+        cam.gradcam(model, images[image_of_pair[:1]], classes[:1], layer, settings.batch_size)
+        trace_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        for start in range(0, len(pairs), settings.batch_size):
+            chunk = slice(start, start + settings.batch_size)
+            heatmaps[chunk] = cam.gradcam(model, images[image_of_pair[chunk]], classes[chunk],
+                                          layer, settings.batch_size)
+        seconds = time.perf_counter() - started
+    heatmap_of = {(row["Image Index"], row["Finding Label"]): i for i, row in pairs.iterrows()}
+
+    records, examples = [], {}
+    for _, box in boxes.iterrows():
+        key = (box["Image Index"], box["Finding Label"])
+        mapped = map_box((box["x"], box["y"], box["w"], box["h"]),
+                         (box["width"], box["height"]), image_size)
+        heatmap = heatmaps[heatmap_of[key]]
+        record = {"image": key[0], "finding": key[1],
+                  **score(heatmap, mapped, settings.iou_threshold, settings.pointing_tolerance)}
+        records.append(record)
+        shown = examples.setdefault(key[1], [])
+        if len(shown) < settings.examples_per_finding:
+            shown.append({"image": images[position[key[0]]], "heatmap": heatmap, "box": mapped,
+                          "hit": record["hit"], "iou": record["iou"], "name": key[0]})
+
+    examples = {finding: examples[finding] for finding in LABELS if finding in examples}
+    summary = localization_summary(records)
+    result = {
+        "model": name,
+        "layer": layer,
+        "image_size": image_size,
+        "data_source": params.data.source,
+        "boxes_file": params.data.bbox_csv,
+        "test_images_with_boxes": int(candidates.nunique()),
+        "images_scored": len(names),
+        "boxes_scored": len(records),
+        "heatmaps": len(pairs),
+        "max_images": settings.max_images,
+        "iou_threshold": settings.iou_threshold,
+        "pointing_tolerance": settings.pointing_tolerance,
+        "batch_size": settings.batch_size,
+        "seconds_per_heatmap": seconds / len(pairs) if len(pairs) else None,
+        "trace_seconds": round(trace_seconds, 3),
+        **summary,
+    }
+    write_json(result, Path("metrics/localize") / f"{name}.json")
+    examples_grid(examples, f"{name}: Grad-CAM ({layer}) on test images with a lesion box",
+                  Path("plots") / name / "localize_examples.png")
+    overall = summary["overall"]
+    per_heatmap = result["seconds_per_heatmap"]
+    print(f"localize@{name}: {len(records)} boxes on {len(names)} test images; pointing game "
+          f"{_rate(overall['pointing'])} (chance {_rate(overall['chance'])}), mean IoU "
+          f"{_rate(overall['iou_mean'])}; "
+          + (f"{per_heatmap * 1000:.1f} ms per heatmap" if per_heatmap else "no heatmaps"))
+
+
+def _rate(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    main()

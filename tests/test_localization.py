@@ -1,0 +1,171 @@
+"""Boxes on rescaled images, pointing game, IoU, summaries, and NIH's box file with its quirks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr.data.nih import read_bbox_list
+from cxr.labels import LABELS
+from cxr.localization import (
+    box_fraction,
+    box_mask,
+    heatmap_iou,
+    localization_summary,
+    map_box,
+    peak,
+    pointing_hit,
+    score,
+    select_boxes,
+)
+
+# The published file's layout: "Bbox [x,y,w,h]" split over four fields, three trailing empty
+# header fields, every row padded with ",,,", Infiltration spelled "Infiltrate".
+NIH_BBOX = """Image Index,Finding Label,Bbox [x,y,w,h],,,
+00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661,,,
+00014716_007.png,Infiltrate,686.067796610169,272.542372881356,195.254237288136,263.593220338983,,,
+00029817_009.png,Pneumothorax,107.301587301587,163.301587301587,262.095238095238,397.206349206349,,,
+00014716_007.png,Nodule,512,256,64,32,,,
+"""
+
+
+def test_box_mapping_scales_x_and_y_independently():
+    # 1024 x 800 original squashed to 64 x 64: x scales by 1/16, y by 0.08.
+    assert map_box((512, 400, 128, 80), (1024, 800), 64) == pytest.approx((32, 32, 8, 6.4))
+    assert map_box((0, 0, 1024, 800), (1024, 800), 64) == pytest.approx((0, 0, 64, 64))
+    assert map_box((10, 20, 30, 40), 100, (50, 25)) == pytest.approx((5, 5, 15, 10))
+    # the mapped box covers the same share of the image
+    mapped = map_box((100, 200, 300, 160), (1024, 800), 64)
+    assert box_fraction(mapped, (64, 64)) == pytest.approx(300 * 160 / (1024 * 800), rel=0.1)
+
+
+@pytest.mark.parametrize(("box", "original", "size", "match"), [
+    ((0, 0, 0, 5), (10, 10), 8, "positive width"),
+    ((0, 0, np.nan, 5), (10, 10), 8, "finite"),
+    ((0, 0, 1), (10, 10), 8, "four finite numbers"),
+    ((0, 0, 1, 1), (0, 10), 8, "original_size"),
+    ((0, 0, 1, 1), (10, 10), (8, 8, 8), "input_size"),
+])
+def test_box_mapping_rejects_bad_input(box, original, size, match):
+    with pytest.raises(ValueError, match=match):
+        map_box(box, original, size)
+
+
+def test_box_mask_uses_pixel_centres_and_keeps_a_thin_box():
+    mask = box_mask((1.0, 2.0, 2.0, 1.0), (4, 5))
+    assert mask.sum() == 2 and mask[2, 1] and mask[2, 2]
+    mask = box_mask((1.6, 2.6, 0.2, 0.2), (4, 5))  # holds no pixel centre
+    assert mask.sum() == 1 and mask[2, 1]
+    assert box_mask((0, 0, 1, 1), (4, 5), tolerance=1.0).sum() == 4  # clipped at the border
+
+
+def test_pointing_hits_and_misses_by_hand():
+    heatmap = np.zeros((8, 8))
+    heatmap[2, 5] = 1.0
+    assert pointing_hit(heatmap, (5, 2, 1, 1))  # the peak pixel itself
+    assert pointing_hit(heatmap, (4, 1, 3, 3))
+    assert not pointing_hit(heatmap, (0, 0, 5, 8))  # x < 5: stops just left of the peak
+    assert pointing_hit(heatmap, (0, 0, 5, 8), tolerance=1.0)
+    assert not pointing_hit(np.zeros((8, 8)), (0, 0, 8, 8))  # flat: points nowhere
+    assert not pointing_hit(np.full((8, 8), 0.3), (0, 0, 8, 8))
+
+
+def test_tied_maxima_go_to_the_one_nearest_the_centre():
+    # A plateau along the left border (a grid's edge unit held beyond its centre): the peak is
+    # the plateau's innermost pixel, not the corner.
+    heatmap = np.zeros((8, 8))
+    heatmap[5, :3] = 1.0
+    assert peak(heatmap) == (5, 2)
+    heatmap = np.zeros((8, 8))
+    heatmap[1, 1] = heatmap[6, 6] = 1.0  # equally far: the first in row-major order
+    assert peak(heatmap) == (1, 1)
+    assert peak(np.ones((3, 3))) is None
+
+
+def test_iou_by_hand():
+    heatmap = np.zeros((10, 10))
+    heatmap[2:4, 2:6] = 1.0  # 8 pixels
+    heatmap[2:4, 6:8] = 0.4  # below half the maximum
+    assert heatmap_iou(heatmap, (2, 2, 4, 2)) == pytest.approx(1.0)
+    assert heatmap_iou(heatmap, (2, 2, 2, 2)) == pytest.approx(4 / 8)
+    assert heatmap_iou(heatmap, (2, 2, 6, 2), threshold=0.3) == pytest.approx(1.0)
+    assert heatmap_iou(heatmap, (2, 2, 6, 2)) == pytest.approx(8 / 12)
+    assert heatmap_iou(heatmap, (8, 8, 2, 2)) == 0.0
+    assert heatmap_iou(heatmap * 0.5, (2, 2, 4, 2), threshold=0.5) == pytest.approx(1.0)
+    assert heatmap_iou(heatmap * 0.5, (2, 2, 4, 2), threshold=0.6, relative=False) == 0.0
+    assert heatmap_iou(np.zeros((10, 10)), (0, 0, 10, 10)) == 0.0  # flat selects nothing
+    with pytest.raises(ValueError, match="threshold"):
+        heatmap_iou(heatmap, (0, 0, 1, 1), threshold=0)
+    with pytest.raises(ValueError, match="2-D"):
+        heatmap_iou(np.zeros(5), (0, 0, 1, 1))
+
+
+def test_summary_per_finding_overall_and_none_without_boxes():
+    heatmap = np.zeros((10, 10))
+    heatmap[1, 1] = 1.0
+    records = [
+        {"finding": "Mass", **score(heatmap, (0, 0, 2, 2))},   # hit, IoU 1/4
+        {"finding": "Mass", **score(heatmap, (5, 5, 2, 2))},   # miss
+        {"finding": "Nodule", **score(np.zeros((10, 10)), (0, 0, 2, 2))},  # flat miss
+    ]
+    summary = localization_summary(records)
+    mass, nodule = summary["per_finding"]["Mass"], summary["per_finding"]["Nodule"]
+    assert mass == {"n": 2, "pointing": 0.5, "iou_mean": pytest.approx(0.125),
+                    "chance": pytest.approx(0.04), "flat": 0}
+    assert nodule["n"] == 1 and nodule["pointing"] == 0.0 and nodule["flat"] == 1
+    assert summary["per_finding"]["Hernia"] == {"n": 0, "pointing": None, "iou_mean": None,
+                                                "chance": None, "flat": 0}
+    assert list(summary["per_finding"]) == list(LABELS)
+    overall = summary["overall"]
+    assert overall["n"] == 3 and overall["pointing"] == pytest.approx(1 / 3)
+    assert overall["pointing_macro"] == pytest.approx(0.25)  # (0.5 + 0.0) / 2 findings
+    assert overall["flat"] == 1
+    empty = localization_summary([])
+    assert empty["overall"]["pointing"] is None and empty["overall"]["pointing_macro"] is None
+    with pytest.raises(ValueError, match="finding 'Flu'"):
+        localization_summary([{"finding": "Flu", "hit": True, "iou": 1.0}])
+
+
+def test_nih_box_file_with_its_quirks_parses_and_maps(tmp_path):
+    path = tmp_path / "BBox_List_2017.csv"
+    path.write_text(NIH_BBOX)
+    boxes = read_bbox_list(path)
+    assert list(boxes.columns) == ["Image Index", "Finding Label", "x", "y", "w", "h"]
+    assert boxes["Finding Label"].tolist() == ["Atelectasis", "Infiltration", "Pneumothorax",
+                                               "Nodule"]
+    first = boxes.iloc[0]
+    mapped = map_box((first["x"], first["y"], first["w"], first["h"]), (1024, 1024), 224)
+    assert mapped == pytest.approx((49.2373, 119.6605, 18.9830, 17.3220), abs=1e-3)
+
+    sizes = pd.DataFrame({"Image Index": ["00013118_008.png", "00014716_007.png",
+                                          "00029817_009.png"],
+                          "OriginalImage Width": [1024, 2048, 1024],
+                          "OriginalImage Height": [1024, 2500, 1024]})
+    test_images = ["00014716_007.png", "00013118_008.png", "99999999_000.png"]
+    chosen = select_boxes(boxes, test_images, sizes, max_images=10, seed=0)
+    assert chosen["Image Index"].tolist() == ["00013118_008.png", "00014716_007.png",
+                                              "00014716_007.png"]  # by name, then file order
+    assert chosen["Finding Label"].tolist() == ["Atelectasis", "Infiltration", "Nodule"]
+    assert chosen[["width", "height"]].to_numpy().tolist() == [[1024, 1024], [2048, 2500],
+                                                               [2048, 2500]]
+    nodule = chosen.iloc[2]
+    assert map_box(nodule[["x", "y", "w", "h"]], (nodule["width"], nodule["height"]), 64) == \
+        pytest.approx((16, 6.5536, 2, 0.8192))
+
+
+def test_select_boxes_caps_images_deterministically():
+    boxes = pd.DataFrame({"Image Index": [f"{i:08d}_000.png" for i in range(20)] * 2,
+                          "Finding Label": ["Mass"] * 20 + ["Nodule"] * 20,
+                          "x": 1.0, "y": 1.0, "w": 2.0, "h": 2.0})
+    sizes = pd.DataFrame({"Image Index": boxes["Image Index"].unique(),
+                          "OriginalImage Width": 64, "OriginalImage Height": 64})
+    images = boxes["Image Index"].unique()
+    first = select_boxes(boxes, images, sizes, max_images=5, seed=3)
+    again = select_boxes(boxes, images, sizes, max_images=5, seed=3)
+    pd.testing.assert_frame_equal(first, again)
+    assert first["Image Index"].nunique() == 5 and len(first) == 10  # both boxes per image
+    other = select_boxes(boxes, images, sizes, max_images=5, seed=4)
+    assert set(other["Image Index"]) != set(first["Image Index"])
+    with pytest.raises(ValueError, match="no original size"):
+        select_boxes(boxes, images, sizes.iloc[:3], max_images=50, seed=0)
