@@ -22,6 +22,8 @@ def main() -> None:
             val_fraction=fractions[1] / (fractions[0] + fractions[1]),
             seed=params.seed,
         )
+    elif params.split.by_patient and params.split.stratifier == "iterstrat":
+        split = splitting.split_by_patient_iterstrat(table, fractions, params.seed)
     elif params.split.by_patient:
         split = splitting.split_by_patient(table, fractions, params.seed)
     else:

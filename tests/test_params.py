@@ -58,12 +58,32 @@ def test_missing_and_malformed_files(tmp_path):
         load_params(bad)
 
 
-def test_later_stage_blocks_pass_through_and_flatten():
+def test_localize_block_is_typed_and_flattens():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["localize"] = {"examples": 4}
+    raw["localize"] = {"max_images": 40, "examples_per_finding": 2}
     raw["loss"] = {"name": "focal", "gamma": 2.0}
-    flat = flatten(params_from_dict(raw))
+    params = params_from_dict(raw)
+    assert params.localize.max_images == 40 and params.localize.iou_threshold == 0.5
+    flat = flatten(params)
     assert flat["loss.gamma"] == 2.0
     assert flat["split.fractions.test"] == 0.2
     assert flat["seed"] == 42
-    assert flat["localize.examples"] == 4
+    assert flat["localize.examples_per_finding"] == 2
+    raw["localize"] = {"examples": 4}
+    with pytest.raises(ParamsError, match="unknown key localize.examples"):
+        params_from_dict(raw)
+    raw["localize"] = {"iou_threshold": 0}
+    with pytest.raises(ParamsError, match=r"localize.iou_threshold = 0\.0"):
+        params_from_dict(raw)
+
+
+def test_nih_paper_config_loads_with_the_study_settings():
+    params = load_params(REPO / "configs" / "nih-paper.yaml")
+    assert params.data.source == "nih"
+    assert params.pipeline.image_size == 224 and params.pipeline.batch_size == 32
+    assert params.train.weights == "imagenet"
+    assert set(params.models) == {"simple_cnn", "densenet121", "efficientnetb0", "fusion"}
+    fusion = params.models["fusion"]
+    assert fusion.head_epochs + fusion.finetune_epochs == 25
+    assert (fusion.head_learning_rate, fusion.finetune_learning_rate) == (1e-3, 1e-5)
+    assert params.loss.alpha == 0.25 and params.loss.gamma == 2.0

@@ -187,6 +187,20 @@ def test_patient_split_balances_fractions_and_prevalence(table, seed):
         assert (deviation <= band).all(), (name, dict(zip(LABELS, deviation.round(4), strict=True)))
 
 
+def test_iterstrat_patient_split_is_patient_disjoint_and_deterministic(table):
+    from cxr.data.splitting import split_by_patient_iterstrat
+
+    split = split_by_patient_iterstrat(table, (0.7, 0.1, 0.2), seed=5)
+    assert split.index.equals(table.index) and set(split) == set(SPLITS)
+    assert (splits_of_patients(table, split) == 1).all()
+    again = split_by_patient_iterstrat(table, (0.7, 0.1, 0.2), seed=5)
+    pd.testing.assert_series_equal(split, again)
+    patients = table.groupby("Patient ID").size()
+    for name, target in zip(SPLITS, (0.7, 0.1, 0.2), strict=True):
+        share = split.groupby(table["Patient ID"]).first().eq(name).mean()
+        assert share == pytest.approx(target, abs=0.02), (name, share, len(patients))
+
+
 def test_same_seed_gives_byte_identical_split(table):
     def as_bytes(split):
         return table.assign(split=split).to_csv(index=False).encode()

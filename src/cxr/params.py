@@ -68,6 +68,9 @@ class SplitParams:
     # official: NIH's train_val_list.txt / test_list.txt, val carved from train_val by patient.
     method: Literal["iterative", "official"] = "iterative"
     by_patient: bool = True
+    # weighted: our iterative stratification balancing images while assigning whole patients;
+    # iterstrat: iterstrat's MultilabelStratifiedShuffleSplit on one row per patient.
+    stratifier: Literal["weighted", "iterstrat"] = "weighted"
     fractions: SplitFractions = field(default_factory=SplitFractions)
     official_train_val_list: str = "data/raw/phantoms/train_val_list.txt"
     official_test_list: str = "data/raw/phantoms/test_list.txt"
@@ -152,6 +155,17 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class LocalizeParams:
+    """Grad-CAM heatmaps scored against lesion boxes (the localize stage)."""
+
+    max_images: int = 300             # test images with a box that are scored, drawn by seed
+    iou_threshold: float = 0.5        # heatmap binarised at this fraction of its maximum
+    pointing_tolerance: float = 0.0   # input pixels added around a box for the pointing game
+    examples_per_finding: int = 4     # overlays per finding in the examples figure
+    batch_size: int = 32              # images per Grad-CAM gradient computation
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     data: DataParams = field(default_factory=DataParams)
@@ -165,11 +179,7 @@ class Params:
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     mc_dropout: McDropoutParams = field(default_factory=McDropoutParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    # Blocks of stages whose schema is not written yet, kept as plain mappings.
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-_PASSTHROUGH_BLOCKS = ("localize",)
+    localize: LocalizeParams = field(default_factory=LocalizeParams)
 
 
 # --------------------------------------------------------------------------- loading
@@ -190,19 +200,16 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def params_from_dict(raw: dict, source: str = "params") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    raw = dict(raw)
-    extra = {key: raw.pop(key) for key in _PASSTHROUGH_BLOCKS if key in raw}
-    params = _build(Params, raw, prefix="", source=source, skip={"extra"})
-    params = dataclasses.replace(params, extra=extra)
+    params = _build(Params, raw, prefix="", source=source)
     validate(params, source)
     return params
 
 
-def _build(cls, raw: Any, prefix: str, source: str, skip: set[str] = frozenset()):
+def _build(cls, raw: Any, prefix: str, source: str):
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping, "
                           f"got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ParamsError(
@@ -324,6 +331,16 @@ def validate(params: Params, source: str = "params") -> None:
         fail("evaluate.calibration_bins", params.evaluate.calibration_bins, "at least 2")
     if params.evaluate.batch_size < 1:
         fail("evaluate.batch_size", params.evaluate.batch_size, "a positive integer")
+    localize = params.localize
+    for key in ("max_images", "examples_per_finding", "batch_size"):
+        if getattr(localize, key) < 1:
+            fail(f"localize.{key}", getattr(localize, key), "a positive integer")
+    if not 0 < localize.iou_threshold <= 1:
+        fail("localize.iou_threshold", localize.iou_threshold,
+             "a fraction of the heatmap's maximum in (0, 1]")
+    if localize.pointing_tolerance < 0:
+        fail("localize.pointing_tolerance", localize.pointing_tolerance,
+             "a non-negative number of pixels")
     augment = params.pipeline.augment
     for key in ("rotation", "zoom", "brightness"):
         if not 0 <= getattr(augment, key) < 1:
@@ -333,8 +350,6 @@ def validate(params: Params, source: str = "params") -> None:
 def flatten(params: Params | dict, prefix: str = "") -> dict[str, Any]:
     """{'a.b.c': value} view, for MLflow and reports."""
     raw = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else params
-    if "extra" in raw and isinstance(raw["extra"], dict):
-        raw = {**{k: v for k, v in raw.items() if k != "extra"}, **raw["extra"]}
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, dict):

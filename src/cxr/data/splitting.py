@@ -302,6 +302,37 @@ def split_by_patient(df: pd.DataFrame, fractions=(0.7, 0.1, 0.2), seed: int = 0)
     return _as_series(_patient_names(df, labels, fractions, rng), df, fractions)
 
 
+def split_by_patient_iterstrat(df: pd.DataFrame, fractions=(0.7, 0.1, 0.2),
+                               seed: int = 0) -> pd.Series:
+    """The same patient-level split with iterstrat's ``MultilabelStratifiedShuffleSplit``.
+
+    One row per patient (its any-positive labels), every patient counting once whatever its
+    number of images; test vs rest first, then val vs train. For comparison with the
+    literature's tool (``split.stratifier: iterstrat``): it balances patients, not images, so
+    per-class image prevalence drifts more than with :func:`split_by_patient`.
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    train, val, test = check_fractions(fractions)
+    seed = _check_seed(seed)
+    codes, has_label, _, _ = _patient_items(df, _check_table(df, [PATIENT_ID]))
+    names = np.full(len(has_label), "train", dtype=object)
+    rest = np.arange(len(has_label))
+
+    def carve(items: np.ndarray, share: float, name: str) -> np.ndarray:
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share,
+                                                    random_state=seed)
+        keep, carved = next(splitter.split(np.zeros((len(items), 1)), has_label[items]))
+        names[items[carved]] = name
+        return items[keep]
+
+    if test > 0:
+        rest = carve(rest, test, "test")
+    if val > 0:
+        carve(rest, val / (train + val), "val")
+    return _as_series(names[codes], df, (train, val, test))
+
+
 def split_by_image(df: pd.DataFrame, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> pd.Series:
     """Image-level iterative stratification, the original study's method: LEAKS patients.
 
