@@ -30,6 +30,34 @@ def test_focal_single_hand_computed_value():
     assert got == pytest.approx(2.634e-4, rel=1e-3)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_gradients_stay_finite_on_saturated_predictions(gamma):
+    import tensorflow as tf
+
+    loss = build_loss("focal", gamma=gamma)
+    y = tf.constant([[1.0, 0.0, 1.0, 0.0]])
+    p = tf.Variable([[1.0, 0.0, 0.0, 1.0]])  # right and sure, wrong and sure
+    with tf.GradientTape() as tape:
+        value = loss(y, p)
+    assert np.isfinite(float(value))
+    assert np.isfinite(tape.gradient(value, p).numpy()).all()
+
+
+def test_focal_gamma_zero_is_alpha_weighted_bce():
+    y, p = np.array([[1.0, 0.0, 1.0]]), np.array([[0.8, 0.3, 0.6]])
+    expected = np.mean([-0.25 * math.log(0.8), -0.75 * math.log(0.7), -0.25 * math.log(0.6)])
+    assert float(build_loss("focal", gamma=0.0)(y, p)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_focal_equals_keras_class_balanced_focal_away_from_saturation():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (16, 14)).astype(np.float32)
+    p = rng.uniform(0.01, 0.99, (16, 14)).astype(np.float32)
+    keras_focal = keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.25,
+                                                       gamma=2.0)
+    assert float(build_loss("focal")(y, p)) == pytest.approx(float(keras_focal(y, p)), rel=1e-5)
+
+
 def test_focal_down_weights_easy_examples_relative_to_bce():
     y = np.array([[1.0, 0.0]])
     easy, hard = np.array([[0.95, 0.05]]), np.array([[0.3, 0.7]])
@@ -47,8 +75,9 @@ def test_weighted_bce_formula_and_weights():
     assert float(loss(y, p)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_weighted_bce_serialises():
-    loss = WeightedBinaryCrossentropy([0.9, 0.8], [0.1, 0.2])
+@pytest.mark.parametrize("loss", [WeightedBinaryCrossentropy([0.9, 0.8], [0.1, 0.2]),
+                                  build_loss("focal", alpha=0.3, gamma=1.5)])
+def test_custom_losses_serialise(loss):
     clone = keras.losses.deserialize(keras.losses.serialize(loss))
     y, p = np.array([[1.0, 0.0]]), np.array([[0.7, 0.1]])
     assert float(clone(y, p)) == pytest.approx(float(loss(y, p)))
