@@ -32,6 +32,9 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/phantom_difficulty.py
 	$(BIN)/python benchmarks/input_pipeline.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/mc_dropout.py
+	$(BIN)/python benchmarks/gradcam.py
 
 clean:
-	rm -rf data models predictions plots reports mlflow.db mlartifacts
+	rm -rf data models predictions .checkpoints mlflow.db mlartifacts
