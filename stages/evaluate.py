@@ -24,6 +24,7 @@ from cxr.labels import LABELS
 from cxr.metrics import evaluate, reliability_curve
 from cxr.models import MODEL_NAMES
 from cxr.params import flatten, load_params
+from cxr.training import history_rows
 from cxr.uncertainty import mc_dropout_predict, predictions_table
 
 SPLIT = "data/processed/split.csv"
@@ -77,8 +78,7 @@ def main() -> None:
                 Path("predictions") / f"{name}.csv")
 
     history = json.loads((model_dir / "history.json").read_text())
-    rows = [{"step": i + 1, "phase": phase, **row}
-            for i, (phase, row) in enumerate((p, r) for p, rs in history.items() for r in rs)]
+    rows = history_rows(history)
     example = int(np.argmax(test_mc.std.max(axis=1)))  # the test image the model is least sure of
     figures = {
         "roc": plots.roc_curves(y_test, test_mc.mean, LABELS, f"{name}: test ROC (MC mean)",
@@ -94,8 +94,8 @@ def main() -> None:
     }
 
     uri = tracking.resolve_tracking_uri(params.mlflow.tracking_uri, ROOT)
-    tags = {"model": name, "stage": f"evaluate@{name}", "git_commit": tracking.git_commit(ROOT),
-            "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "data_source": params.data.source}
+    tags = tracking.run_tags(f"evaluate@{name}", ROOT, params.data.source,
+                             os.environ.get("DVC_EXP_NAME", ""), model=name)
     with tracking.start_run(uri, params.mlflow.experiment, f"evaluate@{name}", flatten(params),
                             tags, ROOT / tracking.ARTIFACTS_DIR) as run:
         run.log_metrics({"test_macro_auc": result["macro_auc"],

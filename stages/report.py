@@ -77,7 +77,7 @@ def main() -> None:
     }
     run_ids = {f"train@{n}": m["train"].get("mlflow_run_id") for n, m in models.items()}
     run_ids.update({f"evaluate@{n}": m["eval"].get("mlflow_run_id") for n, m in models.items()})
-    commit = tracking.git_commit(ROOT)
+    tags = tracking.run_tags("report", ROOT, params.data.source, os.environ.get("DVC_EXP_NAME", ""))
     context = {
         "title": "Chest X-ray classifiers: test-split comparison",
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -85,7 +85,7 @@ def main() -> None:
         "models": models,
         "comparisons": comparisons,
         "figures": {k: str(v) for k, v in figures.items()},
-        "provenance": {"git_commit": commit, "params": flatten(params),
+        "provenance": {"git_commit": tags["git_commit"], "params": flatten(params),
                        "mlflow_run_ids": run_ids,
                        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "")},
     }
@@ -110,8 +110,6 @@ def main() -> None:
     write_json(summary, SUMMARY)
 
     uri = tracking.resolve_tracking_uri(params.mlflow.tracking_uri, ROOT)
-    tags = {"stage": "report", "git_commit": commit,
-            "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "data_source": params.data.source}
     with tracking.start_run(uri, params.mlflow.experiment, "report", flatten(params), tags,
                             ROOT / tracking.ARTIFACTS_DIR) as run:
         run.log_metrics({f"{n}_test_macro_auc": v["macro_auc"]

@@ -24,7 +24,7 @@ from cxr.losses import build_loss
 from cxr.metrics import macro_auc, per_class_auc
 from cxr.models import MODEL_NAMES, build
 from cxr.params import flatten, load_params
-from cxr.training import TrainConfig, train_two_phase
+from cxr.training import TrainConfig, history_rows, train_two_phase
 
 SPLIT = "data/processed/split.csv"
 ROOT = Path(os.environ.get("DVC_ROOT", "."))  # dvc exp run --queue runs in a temp copy
@@ -60,8 +60,8 @@ def main() -> None:
 
     out_dir, checkpoints = Path("models") / name, Path(".checkpoints") / name
     uri = tracking.resolve_tracking_uri(params.mlflow.tracking_uri, ROOT)
-    tags = {"model": name, "stage": f"train@{name}", "git_commit": tracking.git_commit(ROOT),
-            "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "data_source": params.data.source}
+    tags = tracking.run_tags(f"train@{name}", ROOT, params.data.source,
+                             os.environ.get("DVC_EXP_NAME", ""), model=name)
     with tracking.start_run(uri, params.mlflow.experiment, f"train@{name}", flatten(params), tags,
                             ROOT / tracking.ARTIFACTS_DIR) as run:
         strategy = runtime.distribution_strategy(params.train.strategy)
@@ -84,8 +84,7 @@ def main() -> None:
 
         val_scores = model.predict(val_data, verbose=0)
         val_auc = per_class_auc(val_rows[list(LABELS)].to_numpy(), val_scores, LABELS)
-        rows = [{"step": i + 1, "phase": phase, **row}
-                for i, (phase, row) in enumerate((p, r) for p, rs in history.items() for r in rs)]
+        rows = history_rows(history)
         epochs_run = len(rows)
         summary = {
             "model": name,

@@ -111,3 +111,10 @@ def test_tiny_training_logged_to_a_real_mlflow_server(tmp_path):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_run_tags_name_stage_commit_data_and_model(tmp_path):
+    tags = tracking.run_tags("train@fusion", tmp_path, "phantoms", "exp-1", model="fusion")
+    assert tags == {"model": "fusion", "stage": "train@fusion", "git_commit": "unknown",
+                    "dvc_exp_name": "exp-1", "data_source": "phantoms"}
+    assert "model" not in tracking.run_tags("report", tmp_path, "nih")

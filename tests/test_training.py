@@ -205,3 +205,15 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2 EPOCHS 1" in result.stdout
+
+
+def test_history_rows_number_epochs_across_phases():
+    from cxr.training import history_rows
+
+    history = {"head": [{"epoch": 1, "loss": 0.5}],
+               "finetune": [{"epoch": 1, "loss": 0.4}, {"epoch": 2, "loss": 0.3}]}
+    assert history_rows(history) == [
+        {"step": 1, "phase": "head", "epoch": 1, "loss": 0.5},
+        {"step": 2, "phase": "finetune", "epoch": 1, "loss": 0.4},
+        {"step": 3, "phase": "finetune", "epoch": 2, "loss": 0.3},
+    ]

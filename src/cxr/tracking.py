@@ -66,6 +66,14 @@ def git_commit(root: str | Path) -> str:
     return commit + ("+dirty" if dirty.strip() else "")
 
 
+def run_tags(stage: str, root: str | Path, data_source: str, dvc_exp_name: str = "",
+             model: str | None = None) -> dict[str, str]:
+    """The tags every stage's run carries: what ran, on which code, data and DVC experiment."""
+    tags = {"stage": stage, "git_commit": git_commit(root), "dvc_exp_name": dvc_exp_name,
+            "data_source": data_source}
+    return tags if model is None else {"model": model, **tags}
+
+
 class Run:
     """A thin handle on an active MLflow run."""
 

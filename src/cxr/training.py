@@ -131,6 +131,12 @@ def _read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def history_rows(history: dict[str, list[dict]]) -> list[dict]:
+    """{phase: [epoch rows]} -> one list, numbered by a `step` that runs across phases."""
+    rows = [(phase, row) for phase, phase_rows in history.items() for row in phase_rows]
+    return [{"step": i + 1, "phase": phase, **row} for i, (phase, row) in enumerate(rows)]
+
+
 def compile_model(model: keras.Model, loss, learning_rate: float, jit_compile: bool) -> None:
     n_labels = model.output_shape[-1]
     model.compile(
