@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from cxr import runtime
-from cxr.gradcam import GradCam, explained_layer, gradcam
+from cxr.interpret.gradcam import GradCam, explained_layer, gradcam
 from cxr.models import MODEL_NAMES, build
+from cxr.training import runtime
 
 
 def main() -> None:

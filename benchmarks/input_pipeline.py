@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.data.pipeline import Augmentation, make_dataset
+from cxr.data.loading import Augmentation, make_dataset
 
 
 def write_pngs(folder: Path, count: int, size: int = 1024) -> list[str]:

@@ -19,9 +19,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from cxr import runtime
+from cxr.evaluation.uncertainty import MonteCarloHead, mc_dropout_predict, mc_full_passes
 from cxr.models import MODEL_NAMES, build
-from cxr.uncertainty import MonteCarloHead, mc_dropout_predict, mc_full_passes
+from cxr.training import runtime
 
 
 def head_in_a_loop(model, images: np.ndarray, passes: int, seed: int, batch: int) -> np.ndarray:

@@ -13,10 +13,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from cxr import runtime
-from cxr.losses import build_loss
 from cxr.models import MODEL_NAMES, backbone_layers, build, set_backbone_trainable
-from cxr.training import compile_model
+from cxr.training import runtime
+from cxr.training.fit import compile_model
+from cxr.training.losses import build_loss
 
 
 def measure(name: str, size: int, batch: int, steps: int) -> list[tuple[str, float, float]]:

@@ -17,15 +17,16 @@ import numpy as np
 import pandas as pd
 
 import cxr.models  # noqa: F401  (registers the custom layers before loading)
-from cxr import plots, tracking
-from cxr.data.pipeline import make_dataset
+from cxr import tracking
+from cxr.data.loading import make_dataset
+from cxr.evaluation import evaluate, reliability_curve
+from cxr.evaluation.uncertainty import mc_dropout_predict, predictions_table
 from cxr.io import write_json, write_table
 from cxr.labels import LABELS
-from cxr.metrics import evaluate, reliability_curve
 from cxr.models import MODEL_NAMES
 from cxr.params import flatten, load_params
-from cxr.training import history_rows
-from cxr.uncertainty import mc_dropout_predict, predictions_table
+from cxr.report import plots
+from cxr.training.fit import history_rows
 
 SPLIT = "data/processed/split.csv"
 ROOT = Path(os.environ.get("DVC_ROOT", "."))

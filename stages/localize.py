@@ -3,8 +3,8 @@
 Usage: python stages/localize.py MODEL
 For at most localize.max_images test images that have a lesion box (data.bbox_csv; drawn by
 seed, the same images for every model), explains each box's finding with Grad-CAM
-(`cxr.gradcam`) and scores the heatmap against the box mapped onto the model's input
-(`cxr.localization`: pointing game, IoU, chance level). Original image sizes come from
+(`cxr.interpret.gradcam`) and scores the heatmap against the box mapped onto the model's input
+(`cxr.interpret.localization`: pointing game, IoU, chance level). Original image sizes come from
 data.csv. Writes metrics/localize/MODEL.json (per finding and overall, plus the time per
 heatmap) and plots/MODEL/localize_examples.png (example overlays per finding).
 """
@@ -17,14 +17,14 @@ import keras
 import numpy as np
 import pandas as pd
 
-from cxr import gradcam as cam
+from cxr.data.loading import make_dataset
 from cxr.data.nih import read_bbox_list, read_data_entry
-from cxr.data.pipeline import make_dataset
+from cxr.interpret import gradcam as cam
+from cxr.interpret.localization import localization_summary, map_box, score, select_boxes
+from cxr.interpret.overlays import examples_grid
 from cxr.io import write_json
 from cxr.labels import INDEX, LABELS
-from cxr.localization import localization_summary, map_box, score, select_boxes
 from cxr.models import MODEL_NAMES
-from cxr.overlays import examples_grid
 from cxr.params import load_params
 
 SPLIT = "data/processed/split.csv"

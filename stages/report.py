@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr import plots, tracking
+from cxr import tracking
+from cxr.evaluation import paired_bootstrap_macro_auc
 from cxr.io import write_json
 from cxr.labels import LABELS
-from cxr.metrics import paired_bootstrap_macro_auc
 from cxr.models import MODEL_NAMES
 from cxr.params import flatten, load_params
-from cxr.report import write_report
+from cxr.report import plots
+from cxr.report.build import write_report
 
 SPLIT, SPLIT_METRICS = "data/processed/split.csv", "metrics/split.json"
 OUT_DIR, SUMMARY = Path("reports"), "metrics/summary.json"

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr import runtime, tracking
-from cxr.data.pipeline import Augmentation, make_dataset
+from cxr import tracking
+from cxr.data.loading import Augmentation, make_dataset
+from cxr.evaluation import macro_auc, per_class_auc
 from cxr.io import write_json, write_table
 from cxr.labels import LABELS
-from cxr.losses import build_loss
-from cxr.metrics import macro_auc, per_class_auc
 from cxr.models import MODEL_NAMES, build
 from cxr.params import flatten, load_params
-from cxr.training import TrainConfig, history_rows, train_two_phase
+from cxr.training import runtime
+from cxr.training.fit import TrainConfig, history_rows, train_two_phase
+from cxr.training.losses import build_loss
 
 SPLIT = "data/processed/split.csv"
 ROOT = Path(os.environ.get("DVC_ROOT", "."))  # dvc exp run --queue runs in a temp copy

@@ -15,10 +15,10 @@ import tensorflow as tf
 from PIL import Image
 
 from cxr.cli import main, unique_stems
-from cxr.data.pipeline import decode_and_resize
+from cxr.data.loading import decode_and_resize
+from cxr.evaluation.uncertainty import mc_dropout_predict
 from cxr.labels import LABELS
 from cxr.models import build
-from cxr.uncertainty import mc_dropout_predict
 
 SIZE = 32
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cxr"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from cxr import gradcam as cam
+from cxr.interpret import gradcam as cam
+from cxr.interpret.localization import pointing_hit
 from cxr.labels import INDEX
-from cxr.localization import pointing_hit
 from cxr.models import GRADCAM_LAYER, MODEL_NAMES, build
 
 BLOB_SIZE, BLOB_RADIUS = 48, 4

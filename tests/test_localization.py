@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from cxr.data.nih import read_bbox_list
-from cxr.labels import LABELS
-from cxr.localization import (
+from cxr.interpret.localization import (
     box_fraction,
     box_mask,
     heatmap_iou,
@@ -19,6 +18,7 @@ from cxr.localization import (
     score,
     select_boxes,
 )
+from cxr.labels import LABELS
 
 # The published file's layout: "Bbox [x,y,w,h]" split over four fields, three trailing empty
 # header fields, every row padded with ",,,", Infiltration spelled "Infiltrate".

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from cxr.losses import WeightedBinaryCrossentropy, build_loss, chexnet_weights
+from cxr.training.losses import WeightedBinaryCrossentropy, build_loss, chexnet_weights
 
 
 def focal_by_hand(y, p, alpha, gamma):

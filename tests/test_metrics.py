@@ -1,4 +1,4 @@
-"""cxr.metrics: AUCs against sklearn, patient bootstrap, thresholds, calibration, referral."""
+"""cxr.evaluation: AUCs against sklearn, patient bootstrap, thresholds, calibration, referral."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cxr.labels import LABELS
-from cxr.metrics import (
+from cxr.evaluation import (
     DEFAULT_REFERRAL_FRACTIONS,
     bootstrap_auc,
     brier_score,
@@ -32,6 +31,7 @@ from cxr.metrics import (
     reliability_curve,
     sensitivity_specificity,
 )
+from cxr.labels import LABELS
 
 THREE = ("Atelectasis", "Cardiomegaly", "Hernia")
 
@@ -360,7 +360,7 @@ def test_invalid_input_names_the_argument_and_what_is_allowed(call, message):
 
 
 def test_importing_metrics_does_not_import_tensorflow():
-    script = "import cxr.metrics, sys; assert 'tensorflow' not in sys.modules, 'tensorflow'"
+    script = "import cxr.evaluation, sys; assert 'tensorflow' not in sys.modules, 'tensorflow'"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr

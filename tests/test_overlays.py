@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr.overlays import examples_grid, save_overlay
+from cxr.interpret.overlays import examples_grid, save_overlay
 
 
 def _example(seed: int, flat: bool = False) -> dict:

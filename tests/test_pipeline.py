@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr.data.pipeline import Augmentation, decode_and_resize, make_dataset
+from cxr.data.loading import Augmentation, decode_and_resize, make_dataset
 
 
 @pytest.fixture(scope="module")

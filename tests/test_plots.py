@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from cxr import plots
 from cxr.labels import LABELS
+from cxr.report import plots
 
 MODELS = ("simple_cnn", "densenet121", "efficientnetb0", "fusion")
 HERNIA = LABELS.index("Hernia")
@@ -136,7 +136,7 @@ def test_styles_are_stable_and_distinct():
 
 
 def test_plots_do_not_import_tensorflow_or_pyplot():
-    code = ("import sys, cxr.plots, cxr.report; "
+    code = ("import sys, cxr.report.plots, cxr.report; "
             "print(any(m == 'tensorflow' or m.startswith('tensorflow.') for m in sys.modules), "
             "'matplotlib.pyplot' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

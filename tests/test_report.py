@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr import report
 from cxr.labels import LABELS
+from cxr.report import build, document
 
 MODELS = ("simple_cnn", "densenet121", "efficientnetb0", "fusion")
 
@@ -149,9 +149,9 @@ def _md_section(markdown: str, section_id: str) -> str:
 
 
 def test_every_section_has_its_id_and_heading_in_order(tmp_path):
-    markdown, page = report.build_report(example_context(tmp_path))
+    markdown, page = build.build_report(example_context(tmp_path))
     md_positions, html_positions = [], []
-    for section_id, heading in report.SECTIONS:
+    for section_id, heading in document.SECTIONS:
         assert f'<a id="{section_id}"></a>' in markdown
         assert f"## {heading}" in markdown
         assert f'<section id="{section_id}">' in page
@@ -174,22 +174,22 @@ def _html_table2(page: str) -> tuple[list[str], list[list[str]], str]:
     return columns, rows, table
 
 
-@pytest.mark.parametrize("source, label", [("phantoms", report.PUBLISHED_LABEL_PHANTOMS),
-                                           ("nih", report.PUBLISHED_LABEL_NIH)])
+@pytest.mark.parametrize("source, label", [("phantoms", document.PUBLISHED_LABEL_PHANTOMS),
+                                           ("nih", document.PUBLISHED_LABEL_NIH)])
 def test_table2_layout_and_published_label(tmp_path, source, label):
-    markdown, page = report.build_report(example_context(tmp_path, source))
+    markdown, page = build.build_report(example_context(tmp_path, source))
     columns, rows, table = _html_table2(page)
-    names = [report.display_name(name) for name in MODELS]
-    assert columns == (["Finding"] + names + [f"{n} {report.PUBLISHED_MARK}" for n in names])
+    names = [document.display_name(name) for name in MODELS]
+    assert columns == (["Finding"] + names + [f"{n} {document.PUBLISHED_MARK}" for n in names])
     assert [row[0] for row in rows] == [*LABELS, "<strong>Macro AUC (95% CI)</strong>"]
     assert all(len(row) == len(columns) for row in rows)
     assert label in table
-    assert (report.PUBLISHED_LABEL_PHANTOMS in table) == (source == "phantoms")
+    assert (document.PUBLISHED_LABEL_PHANTOMS in table) == (source == "phantoms")
     # the published macro row, and per-class published cells left empty (not invented)
     macro = rows[-1]
     assert macro[-4:] == ["0.6558", "0.7096", "0.7363", "0.8156"]
     assert macro[4] == "<strong>0.770<br>(0.730–0.810)</strong>"  # fusion is best
-    assert all(row[-1] == report.MISSING for row in rows[:-1])
+    assert all(row[-1] == document.MISSING for row in rows[:-1])
     assert "PUBLISHED_STUDY" in _html_section(page, "test-auc")
     hernia = rows[LABELS.index("Hernia")]
     assert all(cell == "n/a (no positives in split)" for cell in hernia[1:5])
@@ -208,7 +208,7 @@ def test_table2_layout_and_published_label(tmp_path, source, label):
 
 
 def test_html_is_self_contained_and_embeds_figures(tmp_path):
-    _, page = report.build_report(example_context(tmp_path))
+    _, page = build.build_report(example_context(tmp_path))
     for forbidden in ("http://", "https://", 'src="/', "<link", "<script", "@import", "url("):
         assert forbidden not in page, forbidden
     images = re.findall(r'<img src="([^"]*)"', page)
@@ -220,7 +220,7 @@ def test_html_is_self_contained_and_embeds_figures(tmp_path):
 
 def test_markdown_references_figures_relative_to_its_folder(tmp_path):
     context = example_context(tmp_path)
-    md_path, html_path = report.write_report(context, tmp_path / "reports")
+    md_path, html_path = build.write_report(context, tmp_path / "reports")
     assert md_path == tmp_path / "reports" / "report.md"
     markdown = md_path.read_text()
     targets = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
@@ -237,7 +237,7 @@ def test_missing_model_evaluation_and_figure_degrade_with_a_note(tmp_path):
     del context["models"]["simple_cnn"]["train"]
     Path(context["models"]["fusion"]["figures"]["roc"]).unlink()
     del context["figures"]["referral"]
-    markdown, page = report.build_report(context)
+    markdown, page = build.build_report(context)
     for text in (markdown, page):
         assert "No test evaluation for DenseNet121" in text
         assert "No training summary" in text
@@ -245,7 +245,7 @@ def test_missing_model_evaluation_and_figure_degrade_with_a_note(tmp_path):
         assert "Figure not available: Referral curve" in text
         assert "could not be built" not in text
     columns, rows, _ = _html_table2(page)
-    assert all(row[2] == report.MISSING for row in rows)  # DenseNet121 column
+    assert all(row[2] == document.MISSING for row in rows)  # DenseNet121 column
 
 
 def test_empty_or_odd_context_never_crashes(tmp_path):
@@ -254,8 +254,8 @@ def test_empty_or_odd_context_never_crashes(tmp_path):
                     {"models": {"fusion": {"eval": "garbage", "figures": None}},
                      "comparisons": [{"a": "fusion"}], "provenance": {"params": {"x": None}},
                      "data": {"split": {"splits": {"test": None}}}}):
-        markdown, page = report.build_report(context)
-        for section_id, _ in report.SECTIONS:
+        markdown, page = build.build_report(context)
+        for section_id, _ in document.SECTIONS:
             assert f'<section id="{section_id}">' in page
             assert f'<a id="{section_id}"></a>' in markdown
         assert "Note:" in markdown
@@ -267,7 +267,7 @@ def test_text_is_escaped(tmp_path):
     context["models"]["x<y>"] = copy.deepcopy(context["models"]["fusion"])
     context["models"]["x<y>"]["eval"]["no_auc"]["Hernia"] = "fewer <than> 1 & none"
     context["provenance"]["params"]["odd|key"] = "<b>bold?</b>"
-    markdown, page = report.build_report(context)
+    markdown, page = build.build_report(context)
     assert "<script>" not in page and "<b>bold?</b>" not in page
     assert "Report &lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
     assert "x&lt;y&gt;" in page and "fewer &lt;than&gt; 1 &amp; none" in page
@@ -277,11 +277,11 @@ def test_text_is_escaped(tmp_path):
 
 def test_localization_section_compares_models_per_finding(tmp_path):
     context = example_context(tmp_path)
-    markdown, page = report.build_report(context)
+    markdown, page = build.build_report(context)
     section = _html_section(page, "localization")
     header = re.search(r"<thead>(.*?)</thead>", section, re.S).group(1)
     for name in MODELS:
-        assert f"{report.display_name(name)}: pointing" in header
+        assert f"{document.display_name(name)}: pointing" in header
     body = re.search(r"<tbody>(.*?)</tbody>", section, re.S).group(1)
     rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)]
     labels = [re.sub(r"</?strong>", "", row[0]) for row in rows]
@@ -302,18 +302,18 @@ def test_localization_section_compares_models_per_finding(tmp_path):
 def test_localization_section_notes_missing_results(tmp_path):
     context = example_context(tmp_path)
     context["models"]["fusion"].pop("localize")
-    markdown, _ = report.build_report(context)
+    markdown, _ = build.build_report(context)
     section = _md_section(markdown, "localization")
     assert "No localization results for Fusion." in section
     assert "Fusion: pointing" not in section
     for model in context["models"].values():
         model.pop("localize", None)
-    markdown, _ = report.build_report(context)
+    markdown, _ = build.build_report(context)
     assert "No localization results (metrics/localize/NAME.json)" in markdown
 
 
 def test_summary_names_the_best_model_and_its_interval(tmp_path):
-    markdown, page = report.build_report(example_context(tmp_path))
+    markdown, page = build.build_report(example_context(tmp_path))
     summary = _md_section(markdown, "summary")
     assert "**Fusion**, 0.770 (95% CI 0.730–0.810)" in summary
     assert "lead over EfficientNetB0 is +0.050" in summary
@@ -333,7 +333,7 @@ def test_html_renders_offline_in_headless_chromium(tmp_path):
     if binary is None:
         pytest.skip("no chromium, chromium-browser or google-chrome on PATH "
                     "(CI installs chromium; locally: apt-get install -y chromium)")
-    _, html_path = report.write_report(example_context(tmp_path), tmp_path / "reports")
+    _, html_path = build.write_report(example_context(tmp_path), tmp_path / "reports")
     shot = tmp_path / "shot.png"
     command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking",

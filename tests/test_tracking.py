@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 from cxr import tracking
-from cxr.losses import build_loss
 from cxr.models import build
-from cxr.training import TrainConfig, train_two_phase
+from cxr.training.fit import TrainConfig, train_two_phase
+from cxr.training.losses import build_loss
 
 
 def test_default_uri_is_sqlite_under_the_given_root(tmp_path):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cxr.losses import build_loss
 from cxr.models import build
-from cxr.training import NaNLossError, TrainConfig, train_two_phase
+from cxr.training.fit import NaNLossError, TrainConfig, train_two_phase
+from cxr.training.losses import build_loss
 
 N_LABELS = 14
 
@@ -159,7 +159,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
 
 
 def test_two_cpu_runs_of_the_simple_cnn_give_identical_weights(tmp_path):
-    from cxr import runtime
+    from cxr.training import runtime
 
     finals = []
     for attempt in range(2):
@@ -184,10 +184,10 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import numpy as np
-        from cxr import runtime
-        from cxr.losses import build_loss
+        from cxr.training import runtime
+        from cxr.training.losses import build_loss
         from cxr.models import build
-        from cxr.training import TrainConfig, train_two_phase
+        from cxr.training.fit import TrainConfig, train_two_phase
         runtime.configure(seed=1)
         strategy = runtime.distribution_strategy("mirrored")
         assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
@@ -208,7 +208,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 
 
 def test_history_rows_number_epochs_across_phases():
-    from cxr.training import history_rows
+    from cxr.training.fit import history_rows
 
     history = {"head": [{"epoch": 1, "loss": 0.5}],
                "finetune": [{"epoch": 1, "loss": 0.4}, {"epoch": 2, "loss": 0.3}]}

@@ -1,4 +1,4 @@
-"""cxr.uncertainty: Monte-Carlo dropout with BatchNorm in inference mode, fast path == full passes.
+"""cxr.evaluation.uncertainty: Monte-Carlo dropout with BatchNorm in inference mode, fast path == full passes.
 
 The test model is tiny (8 px, one conv + BatchNorm) with non-trivial BatchNorm moving
 statistics, so using batch statistics instead (the `training=True` bug) is visible.
@@ -15,15 +15,15 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from cxr.labels import LABELS, N_LABELS
-from cxr.models import build
-from cxr.uncertainty import (
+from cxr.evaluation.uncertainty import (
     MCResult,
     MonteCarloHead,
     mc_dropout_predict,
     mc_full_passes,
     predictions_table,
 )
+from cxr.labels import LABELS, N_LABELS
+from cxr.models import build
 
 SIZE = 8
 

@@ -4,10 +4,10 @@
                         [--seed 0] [--batch-size 32] [--top K] [--json | --csv]
                         [--heatmap DIR]
 
-`predict` runs Monte-Carlo dropout (`cxr.uncertainty`) on image files and folders and prints,
+`predict` runs Monte-Carlo dropout (`cxr.evaluation.uncertainty`) on image files and folders and prints,
 per image, each finding's mean probability, its standard deviation over the passes and the
 referral flag (std > threshold). With `--heatmap DIR` it also writes, per image, a Grad-CAM
-overlay PNG (`cxr.gradcam`) for each of its top findings by mean (`--top`, default 3) as
+overlay PNG (`cxr.interpret.gradcam`) for each of its top findings by mean (`--top`, default 3) as
 `DIR/<stem>_<finding>.png`. Exit status: 0 all images predicted, 1 some files could not be
 read (each reported on stderr), 2 nothing could be predicted (no readable image, no model,
 no writable heatmap folder).
@@ -151,7 +151,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from cxr.uncertainty import mc_dropout_predict
+    from cxr.evaluation.uncertainty import mc_dropout_predict
 
     pixels = np.stack(images)
     result = mc_dropout_predict(model, pixels, passes=args.passes, seed=args.seed,
@@ -224,7 +224,7 @@ def decode_images(paths: Sequence[Path], image_size: int):
     """Decode every file on its own: `(names, uint8 images, failures)` for the good and bad."""
     import tensorflow as tf
 
-    from cxr.data.pipeline import decode_and_resize
+    from cxr.data.loading import decode_and_resize
 
     names, images, failures = [], [], []
     for path in paths:
@@ -264,8 +264,8 @@ def write_heatmaps(model, names: Sequence[str], images, result, top: int, out_di
     """
     import numpy as np
 
-    from cxr.gradcam import gradcam
-    from cxr.overlays import save_overlay
+    from cxr.interpret.gradcam import gradcam
+    from cxr.interpret.overlays import save_overlay
 
     order = np.argsort(-result.mean, axis=1, kind="stable")[:, :top]
     pairs = [(i, int(k)) for i in range(len(names)) for k in order[i]]

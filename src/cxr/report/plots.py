@@ -68,7 +68,7 @@ def roc_curve_points(y_true, y_score) -> tuple[np.ndarray, np.ndarray, float | N
     """(fpr, tpr, auc) of one class; (empty, empty, None) without positives or negatives.
 
     Tied scores form one step (a diagonal segment), so the trapezoid area equals the
-    Mann-Whitney AUC that ``cxr.metrics`` and scikit-learn report.
+    Mann-Whitney AUC that ``cxr.evaluation`` and scikit-learn report.
     """
     y_true = np.asarray(y_true).astype(bool)
     y_score = np.asarray(y_score, dtype=np.float64)

@@ -4,7 +4,7 @@ Each panel shows the image the model saw (grey), the heatmap over it (jet colour
 0-1 scale, partly transparent; left out for a flat all-zero map, which has nothing to show),
 the lesion box when known (white outline) and the heatmap's peak (a cross, the point the
 pointing game scores). Pure matplotlib on an Agg canvas, like
-:mod:`cxr.plots`: no pyplot state, no display, no TensorFlow.
+:mod:`cxr.report.plots`: no pyplot state, no display, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from cxr.localization import peak
-from cxr.plots import DPI
+from cxr.interpret.localization import peak
+from cxr.report.plots import DPI
 
 HEATMAP_ALPHA = 0.45
 BOX_COLOR = "white"
@@ -118,6 +118,6 @@ def _new_figure(figsize) -> Figure:
 def _save(figure: Figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # No "Software" tag: identical inputs give identical bytes (see cxr.plots).
+    # No "Software" tag: identical inputs give identical bytes (see cxr.report.plots).
     figure.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
     return path

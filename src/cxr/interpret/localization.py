@@ -10,7 +10,7 @@ pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``, so its centre i
 contains its own centre, so every box has at least one pixel. Boxes come in original-image
 pixels (NIH: the 1024 px films; phantoms: the PNG size); :func:`map_box` maps them onto the
 model's input, which the pipeline squashes to a square without keeping the aspect ratio
-(``cxr.data.pipeline.decode_and_resize``), so x and y scale independently.
+(``cxr.data.loading.decode_and_resize``), so x and y scale independently.
 
 Scores, one heatmap and one box at a time:
 

@@ -48,7 +48,7 @@ the map is interpolated bilinearly; beyond the outermost centres it keeps the ed
 
 Flat maps. When nothing speaks *for* the finding (every position's weighted sum <= 0, so the
 ReLU zeroes the whole map) the heatmap is all zeros, returned as such rather than divided by
-zero. :mod:`cxr.localization` scores a map without a peak as a pointing miss with IoU 0. A 1 x 1
+zero. :mod:`cxr.interpret.localization` scores a map without a peak as a pointing miss with IoU 0. A 1 x 1
 grid (a backbone at 32 px) gives a constant map: no peak either.
 
 The grad model and its traced ``tf.function`` are cached per (model, layer) by weak reference:

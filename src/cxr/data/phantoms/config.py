@@ -1,0 +1,89 @@
+"""PhantomConfig: the generator's settings, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cxr.data.phantoms.plan import expected_images
+from cxr.data.phantoms.reference import DEFAULT_MIN_POSITIVES, NIH_AP_FRACTION
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PhantomConfig:
+    """What to generate. Defaults: ~2,800 images of 1,000 patients, 256 px.
+
+    Invalid values raise ValueError naming the field, the value and what is allowed.
+    """
+
+    n_patients: int = 1000
+    image_size: int = 256
+    seed: int = 0
+    # Per class, this fraction of the drawn positives is published as negative, and as many
+    # drawn negatives as positive: per-class counts stay exact, the labels get noisy.
+    label_noise: float = 0.02
+    # Floor on drawn positives per class, so rare classes (Hernia) have a few cases per split.
+    # None: DEFAULT_MIN_POSITIVES, lowered to 2% of the expected images for small datasets.
+    min_positives: int | None = None
+    # Caps NIH's long tail (max 184 films); with 12 the mean is ~2.8 images per patient.
+    max_images_per_patient: int = 12
+    # Range of a sign's strength; low values are subtle (small, faint, thin).
+    strength_range: tuple[float, float] = (0.15, 1.0)
+    ap_fraction: float = NIH_AP_FRACTION
+    # Parallel rendering workers (threads); the output does not depend on it.
+    processes: int = 1
+
+    def __post_init__(self) -> None:
+        _require_int("n_patients", self.n_patients, 1, "a positive integer")
+        _require_int("image_size", self.image_size, 32, "an integer of at least 32 pixels")
+        if self.image_size > 4096:
+            _fail("image_size", self.image_size, "at most 4096 pixels")
+        _require_int("seed", self.seed, 0, "a non-negative integer")
+        _require_fraction("label_noise", self.label_noise, "a fraction in [0, 0.5)", upper=0.5)
+        _require_int("max_images_per_patient", self.max_images_per_patient, 1,
+                     "a positive integer")
+        expected = expected_images(self.n_patients, self.max_images_per_patient)
+        if self.min_positives is not None:
+            _require_int("min_positives", self.min_positives, 0,
+                         "a non-negative integer or None")
+        if self.min_positives is not None and self.min_positives * 10 > expected:
+            _fail("min_positives", self.min_positives,
+                  f"at most a tenth of the ~{expected:.0f} images that n_patients="
+                  f"{self.n_patients} gives (raise n_patients or lower min_positives)")
+        _require_fraction("ap_fraction", self.ap_fraction, "a fraction in [0, 1]", upper=1.0,
+                          inclusive=True)
+        low_high = self.strength_range
+        if (not isinstance(low_high, tuple | list) or len(low_high) != 2
+                or not all(isinstance(v, int | float) for v in low_high)
+                or not 0 < low_high[0] <= low_high[1] <= 2):
+            _fail("strength_range", low_high, "a pair (low, high) with 0 < low <= high <= 2")
+        _require_int("processes", self.processes, 1, "a positive integer")
+
+    @property
+    def floor(self) -> int:
+        """The effective min_positives."""
+        if self.min_positives is not None:
+            return self.min_positives
+        expected = expected_images(self.n_patients, self.max_images_per_patient)
+        return min(DEFAULT_MIN_POSITIVES, int(0.02 * expected))
+
+
+def _fail(name: str, value, allowed: str):
+    raise ValueError(f"PhantomConfig.{name}={value!r} is invalid; expected {allowed}")
+
+
+def _require_int(name: str, value, minimum: int, allowed: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        _fail(name, value, allowed)
+
+
+def _require_fraction(name: str, value, allowed: str, upper: float,
+                      inclusive: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    ok = ok and (value <= upper if inclusive else value < upper)
+    if not ok:
+        _fail(name, value, allowed)

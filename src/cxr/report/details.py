@@ -1,0 +1,260 @@
+"""Section builders for the details: calibration, uncertainty, localization, training, ROC, provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cxr.labels import LABELS
+from cxr.report.document import (
+    MISSING,
+    Bullets,
+    Cell,
+    Figure,
+    Figures,
+    Note,
+    Paragraph,
+    Subheading,
+    Table,
+    Text,
+    display_name,
+)
+from cxr.report.formatting import (
+    _auc,
+    _curve_auc,
+    _duration,
+    _fixed,
+    _get,
+    _int,
+    _models,
+    _num,
+    _param_text,
+    _percent,
+    _signed,
+)
+from cxr.report.headline import _bold_best
+
+
+def _calibration(context) -> list:
+    blocks: list = [Paragraph([
+        "Expected calibration error (ECE): the gap between predicted probability and observed "
+        "frequency, averaged over probability bins; Brier score: mean squared error of the "
+        "probabilities. Lower is better for both; both are averaged over the findings."])]
+    rows = []
+    for name in _models(context):
+        calibration = _get(context, "models", name, "eval", "calibration")
+        per_class = _get(calibration, "per_class") or {}
+        worst = [(finding, _num(_get(entry, "ece"))) for finding, entry in per_class.items()]
+        worst = [pair for pair in worst if pair[1] is not None]
+        worst_text = MISSING
+        if worst:
+            finding, value = max(worst, key=lambda pair: pair[1])
+            worst_text = f"{finding} ({_fixed(value)})"
+        rows.append([display_name(name), _fixed(_get(calibration, "ece")),
+                     _fixed(_get(calibration, "brier")), worst_text])
+    if rows:
+        blocks.append(Table(["Model", "ECE", "Brier score", "Worst-calibrated finding (ECE)"],
+                            rows))
+    else:
+        blocks.append(Note(["No models in the report context."]))
+    blocks.append(Figure(_get(context, "figures", "reliability"),
+                         "Reliability diagram: all models on the test set"))
+    blocks += _model_figures(context, "reliability", "reliability diagram per finding")
+    return blocks
+
+
+def _uncertainty(context) -> list:
+    blocks: list = [Paragraph([
+        "Monte-Carlo dropout: each test image is scored several times with dropout left on; "
+        "the spread (std) of its probabilities measures how unsure the model is. Images above "
+        "the std threshold are referred to a radiologist; the referral curve shows the macro "
+        "AUC on the images the model keeps as more uncertain images are referred."])]
+    rows = []
+    for name in _models(context):
+        evaluation = _get(context, "models", name, "eval")
+        mc = _get(evaluation, "mc_dropout")
+        referral = _get(evaluation, "referral")
+        curve = _get(referral, "curve") or []
+        rows.append([display_name(name), _int(_get(mc, "passes")),
+                     _fixed(_get(mc, "threshold")), _percent(_get(mc, "referred_images_fraction")),
+                     _fixed(_get(mc, "mean_std")), _auc(_curve_auc(curve, 0.0)),
+                     _auc(_curve_auc(curve, 0.2)), _signed(_get(referral, "gain_at_20"))])
+    if rows:
+        blocks.append(Table(["Model", "MC passes", "Std threshold", "Images referred",
+                             "Mean std", "Macro AUC, all images", "Macro AUC, 20% referred",
+                             "Gain at 20% referred"], rows))
+    else:
+        blocks.append(Note(["No models in the report context."]))
+    blocks.append(Figure(_get(context, "figures", "referral"),
+                         "Referral curve: macro AUC on the kept images vs fraction referred"))
+    blocks += _model_figures(context, "mc_histogram",
+                             "MC-dropout probabilities for one test image")
+    return blocks
+
+
+def _localization(context) -> list:
+    source = _get(context, "data", "source")
+    truth = ("the phantom generator's box file, which knows every planted lesion"
+             if source == "phantoms" else
+             "NIH's BBox_List_2017.csv (984 boxes drawn by radiologists, 8 findings)"
+             if source == "nih" else "the data's box file")
+    blocks: list = [Paragraph([
+        "Grad-CAM heatmaps of each test image that has a lesion box, for the box's finding, "
+        f"scored against the box (ground truth: {truth}). ",
+        Text("Pointing game", bold=True), ": the share of boxes that contain the heatmap's "
+        "peak. ", Text("Chance", bold=True), ": the boxes' mean share of the image, the hit "
+        "rate of a peak placed at random; large boxes (an enlarged heart, both lungs) are easy "
+        "targets. ", Text("IoU", bold=True), ": overlap of the heatmap above a fraction of its "
+        "maximum with the box. A heatmap without positive evidence for the finding (flat) "
+        "counts as a miss with IoU 0."])]
+    models = _models(context)
+    results = {name: _get(context, "models", name, "localize") for name in models}
+    results = {name: value for name, value in results.items() if isinstance(value, Mapping)}
+    missing = [name for name in models if name not in results]
+    if not results:
+        blocks.append(Note(["No localization results (metrics/localize/NAME.json) in the "
+                            "report context."]))
+        return blocks
+    if missing:
+        blocks.append(Note([f"No localization results for "
+                            f"{', '.join(display_name(m) for m in missing)}."]))
+    shown = [name for name in models if name in results]
+
+    def entry(name, finding):
+        return _get(results[name], "per_finding", finding)
+
+    findings = [finding for finding in LABELS
+                if any(_num(_get(entry(name, finding), "n")) for name in shown)]
+    compare = len(shown) > 1
+    rows = []
+    for finding in findings:
+        entries = [entry(name, finding) for name in shown]
+        rows.append(_localization_row(finding, entries, compare))
+    overall = [_get(results[name], "overall") for name in shown]
+    rows.append(_localization_row("All boxes (pooled)", overall, compare, bold=True))
+    macro = [{"n": None, "chance": None, "pointing": _get(o, "pointing_macro"),
+              "iou_mean": _get(o, "iou_macro")} for o in overall]
+    rows.append(_localization_row("Mean over findings", macro, compare, bold=True))
+    columns = ["Finding", "Boxes", "Chance"]
+    for name in shown:
+        columns += [f"{display_name(name)}: pointing", f"{display_name(name)}: IoU"]
+    footnotes: list = [["Bold: the best pointing-game score in each row."]] if compare else []
+    no_boxes = [finding for finding in LABELS if finding not in findings]
+    if no_boxes:
+        footnotes.append([f"No boxes scored for: {', '.join(no_boxes)}."])
+    thresholds = {_num(_get(results[n], "iou_threshold")) for n in shown} - {None}
+    if thresholds:
+        footnotes.append(["IoU: heatmap binarised at "
+                          + " / ".join(f"{t:g}" for t in sorted(thresholds))
+                          + " of its maximum."])
+    blocks.append(Table(columns, rows, footnotes=footnotes,
+                        groups=[("", 3)] + [(display_name(n), 2) for n in shown]))
+    for name in shown:
+        flat, n = (_num(_get(results[name], "overall", key)) for key in ("flat", "n"))
+        if flat and n and flat / n > 0.5:
+            blocks.append(Note([
+                f"{display_name(name)}: {_int(flat)} of {_int(n)} heatmaps are flat: nothing in "
+                "the image speaks for the boxed finding (every position's Grad-CAM sum is <= 0), "
+                "so its pointing score shows missing positive evidence, not where it looks."]))
+
+    detail = []
+    for name in shown:
+        result = results[name]
+        flat, n = _get(result, "overall", "flat"), _get(result, "overall", "n")
+        per_heatmap = _num(result.get("seconds_per_heatmap"))
+        detail.append([display_name(name), str(result.get("layer") or MISSING),
+                       _int(result.get("image_size")),
+                       f"{_int(result.get('images_scored'))} of "
+                       f"{_int(result.get('test_images_with_boxes'))}",
+                       f"{_int(flat)} of {_int(n)}",
+                       MISSING if per_heatmap is None else f"{per_heatmap * 1000:.1f} ms"])
+    blocks.append(Table(["Model", "Layer explained", "Input (px)",
+                         "Test images scored (of those with a box)", "Flat heatmaps",
+                         "Time per heatmap"], detail,
+                        footnotes=[["Time per heatmap: one Grad-CAM (forward and backward "
+                                    "pass) in batches, after the one-off tracing."]]))
+    blocks += _model_figures(context, "localize",
+                             "Grad-CAM examples per finding (box white, peak green)")
+    return blocks
+
+
+def _localization_row(label: str, entries: list, compare: bool, bold: bool = False) -> list:
+    counts = {_int(_get(e, "n")) for e in entries if _num(_get(e, "n")) is not None}
+    chances = [_num(_get(e, "chance")) for e in entries if _num(_get(e, "chance")) is not None]
+    pointing = [(_num(_get(e, "pointing")), _fixed(_get(e, "pointing"))) for e in entries]
+    cells = [Cell(label, bold=bold), " / ".join(sorted(counts)) or MISSING,
+             _fixed(chances[0]) if chances else MISSING]
+    pointing_cells = _bold_best(pointing) if compare else [Cell(text) for _, text in pointing]
+    for best_cell, e in zip(pointing_cells, entries, strict=True):
+        cells += [best_cell, _fixed(_get(e, "iou_mean"))]
+    return cells
+
+
+def _training(context) -> list:
+    rows = []
+    for name in _models(context):
+        train = _get(context, "models", name, "train")
+        if not isinstance(train, Mapping):
+            rows.append([display_name(name)] + [MISSING] * 6)
+            continue
+        epochs = train.get("epochs") or {}
+        epochs_text = ", ".join(f"{phase} {_int(n)}" for phase, n in epochs.items()) or MISSING
+        rows.append([display_name(name), epochs_text, _duration(train.get("train_seconds")),
+                     _fixed(train.get("train_images_per_second"), 1),
+                     _int(train.get("parameters")), _auc(train.get("val_macro_auc")),
+                     str(train.get("mlflow_run_id") or MISSING)])
+    blocks: list = []
+    missing = [name for name in _models(context)
+               if not isinstance(_get(context, "models", name, "train"), Mapping)]
+    if missing:
+        blocks.append(Note([f"No training summary (metrics/train/NAME.json) for "
+                            f"{', '.join(display_name(m) for m in missing)}."]))
+    if rows:
+        blocks.append(Table(["Model", "Epochs per phase", "Training time", "Images/s",
+                             "Parameters", "Validation macro AUC", "MLflow run"], rows))
+    else:
+        blocks.append(Note(["No models in the report context."]))
+    blocks += _model_figures(context, "loss", "loss and AUC per epoch")
+    return blocks
+
+
+def _roc_curves(context) -> list:
+    blocks = _model_figures(context, "roc", "per-finding ROC curves on the test set")
+    return blocks or [Note(["No models in the report context."])]
+
+
+def _provenance(context) -> list:
+    provenance = context.get("provenance")
+    if not isinstance(provenance, Mapping):
+        return [Note(["No provenance in the report context."])]
+    blocks: list = [Bullets([
+        ["Git commit: ", Text(str(provenance.get("git_commit") or "not recorded"), code=True)],
+        ["DVC experiment: ", Text(str(provenance.get("dvc_exp_name") or "not recorded"),
+                                  code=True)],
+        ["Report generated: ", str(context.get("generated") or "not recorded")],
+    ])]
+    run_ids = provenance.get("mlflow_run_ids") or {}
+    if run_ids:
+        blocks.append(Subheading("MLflow runs"))
+        blocks.append(Table(["Stage", "MLflow run id"],
+                            [[str(stage), str(run)] for stage, run in run_ids.items()]))
+    else:
+        blocks.append(Note(["No MLflow run ids recorded."]))
+    params = provenance.get("params") or {}
+    if params:
+        blocks.append(Subheading("Parameters"))
+        blocks.append(Table(["Parameter", "Value"],
+                            [[str(key), _param_text(params[key])] for key in sorted(params)]))
+    else:
+        blocks.append(Note(["No parameters recorded."]))
+    return blocks
+
+
+def _model_figures(context, key: str, what: str) -> list:
+    """One figure per model in a grid; a model without the figure gets a note there."""
+    items = [Figure(_get(context, "models", name, "figures", key),
+                    f"{display_name(name)}: {what}") for name in _models(context)]
+    return [Figures(items)] if items else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the context
