@@ -7,26 +7,13 @@ rest nowhere, and would change how many images per patient the later split sees.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import pandas as pd
 
+from cxr.validation import check_fraction, check_int
+
 PATIENT_ID = "Patient ID"
-
-
-def _check_fraction(fraction) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
-    if not 0.0 < float(fraction) <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    return float(fraction)
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
 
 
 def n_patients_to_sample(fraction: float, n_patients: int) -> int:
@@ -45,8 +32,9 @@ def sample_patients(df: pd.DataFrame, fraction: float, seed: int) -> pd.DataFram
     order), and samples are nested: with the same seed a larger fraction only adds patients,
     because both take a prefix of the same permutation of the sorted ids.
     """
-    fraction = _check_fraction(fraction)
-    seed = _check_seed(seed)
+    fraction = check_fraction(fraction, "fraction", include_boundaries="right",
+                              type_error=ValueError)
+    seed = check_int(seed, "seed", min_val=0, type_error=ValueError)
     if PATIENT_ID not in df.columns:
         raise ValueError(f"df must have a {PATIENT_ID!r} column; columns are {list(df.columns)}")
     if df.empty:

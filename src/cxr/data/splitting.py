@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.labels import LABELS
+from cxr.validation import check_fraction, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +84,7 @@ def check_fractions(fractions) -> tuple[float, float, float]:
 
 
 def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+    return check_int(seed, "seed", min_val=0, type_error=ValueError)
 
 
 def _check_table(df: pd.DataFrame, needed: Iterable[str]) -> np.ndarray:
@@ -365,9 +364,7 @@ def split_official(df: pd.DataFrame, train_val_names: Iterable[str], test_names:
     list names that are not in ``df`` (``df`` may be a sample) are counted, logged and stored
     in ``result.attrs['not_in_table']``.
     """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) \
-            or not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+    check_fraction(val_fraction, "val_fraction", include_boundaries="left", type_error=ValueError)
     rng = np.random.default_rng(_check_seed(seed))
     labels = _check_table(df, [IMAGE_INDEX, PATIENT_ID])
     train_val, test = set(train_val_names), set(test_names)

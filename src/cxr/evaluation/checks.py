@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cxr.validation import check_fraction, check_int
+
 # --- input validation -----------------------------------------------------------------------
 
 
@@ -92,16 +94,13 @@ def _check_thresholds(thresholds, n_labels: int) -> np.ndarray:
 
 
 def _check_bootstrap_args(n_boot, ci) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 1:
-        raise ValueError(f"n_boot={n_boot!r} is not allowed; expected an integer >= 1")
-    if not 0 < ci < 1:
-        raise ValueError(f"ci={ci!r} is not allowed; expected a coverage strictly between 0 "
-                         f"and 1, e.g. 0.95")
+    check_int(n_boot, "n_boot", min_val=1, type_error=ValueError)
+    check_fraction(ci, "ci (the interval's coverage, e.g. 0.95)", include_boundaries="neither",
+                   type_error=ValueError)
 
 
 def _check_n_bins(n_bins) -> None:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
-        raise ValueError(f"n_bins={n_bins!r} is not allowed; expected an integer >= 1")
+    check_int(n_bins, "n_bins", min_val=1, type_error=ValueError)
 
 
 def _check_fractions(fractions) -> np.ndarray:

@@ -29,6 +29,7 @@ from keras import layers, ops
 
 from cxr.labels import LABELS
 from cxr.models import FEATURES_LAYER, split_at_features
+from cxr.validation import check_int, check_number
 
 DEFAULT_PASSES = 25
 _HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -336,15 +337,10 @@ def _image_batches(data, batch_size: int) -> Iterator:
 
 
 def _check_settings(passes, seed, batch_size) -> tuple[int, int, int]:
-    for name, value, minimum in (("passes", passes, 1), ("seed", seed, 0),
-                                 ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
-    return int(passes), int(seed), int(batch_size)
+    return (check_int(passes, "passes", min_val=1, type_error=ValueError),
+            check_int(seed, "seed", min_val=0, type_error=ValueError),
+            check_int(batch_size, "batch_size", min_val=1, type_error=ValueError))
 
 
 def _check_threshold(threshold) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating) \
-            or not threshold >= 0:
-        raise ValueError(f"threshold must be a number >= 0; got {threshold!r}.")
-    return float(threshold)
+    return check_number(threshold, "threshold", min_val=0, type_error=ValueError)

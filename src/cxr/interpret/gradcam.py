@@ -67,6 +67,7 @@ from keras import layers, ops
 
 from cxr.labels import INDEX, LABELS, LabelError, canonical
 from cxr.models import GRADCAM_LAYER, OUTPUT_LAYER
+from cxr.validation import check_int
 
 # See the module docstring for why each layer; fusion differs from cxr.models.GRADCAM_LAYER.
 FUSION_EXPLAINED_LAYER = "fusion_concat"
@@ -330,8 +331,7 @@ def gradcam(
                          f" for model {model.name!r}; got {images.shape}.")
     if not np.issubdtype(images.dtype, np.number):
         raise ValueError(f"images must be numeric (raw 0-255 pixels); got dtype {images.dtype}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    batch_size = check_int(batch_size, "batch_size", min_val=1, type_error=ValueError)
     n = len(images)
     if isinstance(class_indices, str | int | np.integer):
         classes = np.full(n, class_index(class_indices, explainer.n_classes), dtype=np.int32)

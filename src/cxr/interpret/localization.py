@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.labels import LABELS
+from cxr.validation import check_fraction, check_int
 
 Box = tuple[float, float, float, float]
 
@@ -154,8 +155,9 @@ def heatmap_iou(heatmap, box: Sequence[float], threshold: float = 0.5,
     A map whose maximum is not positive selects no pixel: IoU 0.
     """
     heatmap = _check_heatmap(heatmap)
-    if not (0 < threshold <= 1) and relative:
-        raise ValueError(f"threshold must be in (0, 1] with relative=True; got {threshold!r}.")
+    if relative:
+        check_fraction(threshold, "threshold (relative=True)", include_boundaries="right",
+                       type_error=ValueError)
     top = float(heatmap.max())
     if top <= 0:
         return 0.0
@@ -250,8 +252,7 @@ def select_boxes(boxes: pd.DataFrame, images: Iterable[str], original_sizes: pd.
         The chosen boxes sorted by image name then file order, with the original size
         appended as columns ``width`` and ``height``; a fresh 0..n-1 index.
     """
-    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
-        raise ValueError(f"max_images must be a positive int; got {max_images!r}.")
+    check_int(max_images, "max_images", min_val=1, type_error=ValueError)
     eligible = boxes[boxes["Image Index"].isin(set(images))]
     names = np.array(sorted(eligible["Image Index"].unique()), dtype=object)
     if len(names) > max_images:

@@ -25,6 +25,7 @@ from cxr.labels import N_LABELS
 from cxr.models.heads import dense_head
 from cxr.models.layers import IMAGENET_STD
 from cxr.models.preprocessing import preprocessing_layer
+from cxr.validation import check_number
 
 # name -> (constructor, the file keras.applications downloads for include_top=False).
 APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], str]] = {
@@ -46,8 +47,7 @@ MIN_IMAGE_SIZE = 32
 
 def check_image_size(image_size, minimum: int, model_name: str) -> int:
     """`image_size` as an int, or a ValueError naming the model and the minimum."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int | float):
-        raise ValueError(f"image_size must be an int; got {image_size!r}.")
+    check_number(image_size, "image_size", type_error=ValueError)
     if int(image_size) != image_size or image_size < minimum:
         raise ValueError(
             f"image_size={image_size!r} is too small or not whole for model {model_name!r}: "

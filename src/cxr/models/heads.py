@@ -12,6 +12,7 @@ import keras
 from keras import layers
 
 from cxr.labels import N_LABELS
+from cxr.validation import check_fraction
 
 FEATURES_LAYER = "features"
 OUTPUT_LAYER = "predictions"
@@ -19,8 +20,7 @@ HEAD_LAYER_TYPES = (layers.Dropout, layers.Dense)
 
 
 def _check_rate(dropout: float) -> None:
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1); got {dropout!r}.")
+    check_fraction(dropout, "dropout", include_boundaries="left", type_error=ValueError)
 
 
 def pooled_features(x):

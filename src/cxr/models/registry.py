@@ -16,6 +16,7 @@ import keras
 
 from cxr.models import backbones, fusion, simple_cnn
 from cxr.models.backbones import check_image_size, load_weights_file, set_backbone_trainable
+from cxr.validation import check_bool
 
 MODEL_NAMES: tuple[str, ...] = ("simple_cnn", "densenet121", "efficientnetb0", "fusion")
 
@@ -95,8 +96,7 @@ def build(
         raise ValueError(
             f"build({name!r}): unknown option(s) {unknown}; allowed: {sorted(allowed)}."
         )
-    if not isinstance(freeze_backbone, bool):
-        raise ValueError(f"freeze_backbone must be True or False; got {freeze_backbone!r}.")
+    check_bool(freeze_backbone, "freeze_backbone", type_error=ValueError)
 
     weights_path = None
     if weights is None or weights == "none":

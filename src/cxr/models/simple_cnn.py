@@ -12,6 +12,7 @@ from keras import layers
 from cxr.labels import N_LABELS
 from cxr.models.heads import pooled_features, predictions
 from cxr.models.preprocessing import preprocessing_layer
+from cxr.validation import check_fraction
 
 NAME = "simple_cnn"
 FILTERS: tuple[int, ...] = (32, 64, 128)
@@ -37,8 +38,8 @@ def build_simple_cnn(
 
     The Dropout after Dense(hidden_units) is what gives Monte-Carlo dropout a spread.
     """
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"simple_cnn: dropout must be in [0, 1); got {dropout!r}.")
+    check_fraction(dropout, "simple_cnn: dropout", include_boundaries="left",
+                   type_error=ValueError)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = preprocessing_layer(NAME, name="rescale")(inputs)
     for index, filters in enumerate(FILTERS, start=1):

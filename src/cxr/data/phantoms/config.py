@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from cxr.data.phantoms.plan import expected_images
 from cxr.data.phantoms.reference import DEFAULT_MIN_POSITIVES, NIH_AP_FRACTION
+from cxr.validation import check_fraction, check_int, check_number
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,30 +37,26 @@ class PhantomConfig:
     processes: int = 1
 
     def __post_init__(self) -> None:
-        _require_int("n_patients", self.n_patients, 1, "a positive integer")
-        _require_int("image_size", self.image_size, 32, "an integer of at least 32 pixels")
-        if self.image_size > 4096:
-            _fail("image_size", self.image_size, "at most 4096 pixels")
-        _require_int("seed", self.seed, 0, "a non-negative integer")
-        _require_fraction("label_noise", self.label_noise, "a fraction in [0, 0.5)", upper=0.5)
-        _require_int("max_images_per_patient", self.max_images_per_patient, 1,
-                     "a positive integer")
+        _int("n_patients", self.n_patients, 1)
+        _int("image_size", self.image_size, 32, 4096)
+        _int("seed", self.seed, 0)
+        check_number(self.label_noise, "PhantomConfig.label_noise", min_val=0, max_val=0.5,
+                     include_boundaries="left", type_error=ValueError)
+        _int("max_images_per_patient", self.max_images_per_patient, 1)
         expected = expected_images(self.n_patients, self.max_images_per_patient)
         if self.min_positives is not None:
-            _require_int("min_positives", self.min_positives, 0,
-                         "a non-negative integer or None")
+            _int("min_positives", self.min_positives, 0)
         if self.min_positives is not None and self.min_positives * 10 > expected:
             _fail("min_positives", self.min_positives,
                   f"at most a tenth of the ~{expected:.0f} images that n_patients="
                   f"{self.n_patients} gives (raise n_patients or lower min_positives)")
-        _require_fraction("ap_fraction", self.ap_fraction, "a fraction in [0, 1]", upper=1.0,
-                          inclusive=True)
+        check_fraction(self.ap_fraction, "PhantomConfig.ap_fraction", type_error=ValueError)
         low_high = self.strength_range
         if (not isinstance(low_high, tuple | list) or len(low_high) != 2
                 or not all(isinstance(v, int | float) for v in low_high)
                 or not 0 < low_high[0] <= low_high[1] <= 2):
             _fail("strength_range", low_high, "a pair (low, high) with 0 < low <= high <= 2")
-        _require_int("processes", self.processes, 1, "a positive integer")
+        _int("processes", self.processes, 1)
 
     @property
     def floor(self) -> int:
@@ -73,17 +68,9 @@ class PhantomConfig:
 
 
 def _fail(name: str, value, allowed: str):
-    raise ValueError(f"PhantomConfig.{name}={value!r} is invalid; expected {allowed}")
+    raise ValueError(f"PhantomConfig.{name} must be {allowed}; got {value!r}.")
 
 
-def _require_int(name: str, value, minimum: int, allowed: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        _fail(name, value, allowed)
-
-
-def _require_fraction(name: str, value, allowed: str, upper: float,
-                      inclusive: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-    ok = ok and (value <= upper if inclusive else value < upper)
-    if not ok:
-        _fail(name, value, allowed)
+def _int(name: str, value, minimum: int, maximum: int | None = None) -> None:
+    check_int(value, f"PhantomConfig.{name}", min_val=minimum, max_val=maximum,
+              type_error=ValueError)
