@@ -1,49 +1,50 @@
 """DVC stage `localize@MODEL`: do the model's Grad-CAM heatmaps point at the lesions?
 
-Usage: python stages/localize.py MODEL
-For at most localize.max_images test images that have a lesion box (data.bbox_csv; drawn by
+Usage: python stages/localize.py MODEL --split CSV --model-dir DIR --data-entry CSV
+       --bbox CSV --metrics JSON --examples PNG
+For at most localize.max_images test images that have a lesion box (the box file; drawn by
 seed, the same images for every model), explains each box's finding with Grad-CAM
 (`cxr.interpret.gradcam`) and scores the heatmap against the box mapped onto the model's input
 (`cxr.interpret.localization`: pointing game, IoU, chance level). Original image sizes come from
-data.csv. Writes metrics/localize/MODEL.json (per finding and overall, plus the time per
-heatmap) and plots/MODEL/localize_examples.png (example overlays per finding).
+the Data_Entry CSV; the explained layer, input size and label order from the model's
+metadata.json. Writes the localize metrics JSON (per finding and overall, plus the time per
+heatmap) and the example overlays PNG.
 """
 
-import argparse
 import time
-from pathlib import Path
 
+import _common
 import keras
 import numpy as np
-import pandas as pd
 
+import cxr.models.layers  # noqa: F401  (registers the custom layers before loading)
 from cxr.data.loading import make_dataset
 from cxr.data.nih import read_bbox_list, read_data_entry
 from cxr.interpret import gradcam as cam
 from cxr.interpret.localization import localization_summary, map_box, score, select_boxes
 from cxr.interpret.overlays import examples_grid
-from cxr.io import write_json
-from cxr.labels import INDEX, LABELS
-from cxr.models import MODEL_NAMES
-from cxr.params import load_params
-
-SPLIT = "data/processed/split.csv"
+from cxr.io import read_table, write_json
+from cxr.models.metadata import read_metadata
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model", choices=MODEL_NAMES)
-    name = parser.parse_args().model
-    params = load_params()
-    settings = params.localize
-    model = keras.models.load_model(Path("models") / name / "model.keras", compile=False)
-    image_size = int(model.input_shape[1])
-    layer = cam.explained_layer(name)
+    parser = _common.paths(
+        _common.parser(__doc__, model=True), split="the split table",
+        model_dir="the trained model's folder (model.keras, metadata.json)",
+        data_entry="NIH Data_Entry CSV (original image sizes)", bbox="NIH BBox_List CSV",
+        metrics="the localize metrics (JSON)", examples="example overlays (PNG)")
+    args, params = _common.start(parser)
+    name, settings = args.model, params.localize
+    metadata = read_metadata(args.model_dir)
+    model = keras.models.load_model(args.model_dir / "model.keras", compile=False)
+    image_size, layer = int(metadata["image_size"]), metadata["gradcam_layer"]
+    labels = list(metadata["labels"])
+    index = {label: i for i, label in enumerate(labels)}
 
-    table = pd.read_csv(SPLIT, dtype={"path": str}, keep_default_na=False)
+    table = read_table(args.split)
     test = table[table["split"] == "test"].set_index("Image Index")
-    sizes = read_data_entry(params.data.csv).reset_index(drop=True)
-    all_boxes = read_bbox_list(params.data.bbox_csv)
+    sizes = read_data_entry(args.data_entry).reset_index(drop=True)
+    all_boxes = read_bbox_list(args.bbox)
     boxes = select_boxes(all_boxes, test.index, sizes, settings.max_images, params.seed)
     candidates = all_boxes.loc[all_boxes["Image Index"].isin(set(test.index)), "Image Index"]
 
@@ -57,7 +58,7 @@ def main() -> None:
                             cache="none", parallel_calls=params.pipeline.parallel_calls)
         images = np.concatenate([np.asarray(batch) for batch in data])
     image_of_pair = pairs["Image Index"].map(position).to_numpy()
-    classes = pairs["Finding Label"].map(INDEX).to_numpy()
+    classes = pairs["Finding Label"].map(index).to_numpy()
 
     heatmaps = np.zeros((len(pairs), image_size, image_size), dtype=np.float32)
     trace_seconds = seconds = 0.0
@@ -87,14 +88,14 @@ def main() -> None:
             shown.append({"image": images[position[key[0]]], "heatmap": heatmap, "box": mapped,
                           "hit": record["hit"], "iou": record["iou"], "name": key[0]})
 
-    examples = {finding: examples[finding] for finding in LABELS if finding in examples}
+    examples = {finding: examples[finding] for finding in labels if finding in examples}
     summary = localization_summary(records)
     result = {
         "model": name,
         "layer": layer,
         "image_size": image_size,
         "data_source": params.data.source,
-        "boxes_file": params.data.bbox_csv,
+        "boxes_file": str(args.bbox),
         "test_images_with_boxes": int(candidates.nunique()),
         "images_scored": len(names),
         "boxes_scored": len(records),
@@ -107,9 +108,9 @@ def main() -> None:
         "trace_seconds": round(trace_seconds, 3),
         **summary,
     }
-    write_json(result, Path("metrics/localize") / f"{name}.json")
+    write_json(result, args.metrics)
     examples_grid(examples, f"{name}: Grad-CAM ({layer}) on test images with a lesion box",
-                  Path("plots") / name / "localize_examples.png")
+                  args.examples)
     overall = summary["overall"]
     per_heatmap = result["seconds_per_heatmap"]
     print(f"localize@{name}: {len(records)} boxes on {len(names)} test images; pointing game "

@@ -1,21 +1,20 @@
 """DVC stage `sample`: keep a seeded fraction of the patients (all their images)."""
 
-import pandas as pd
+import _common
 
 from cxr.data.sampling import sample_patients
-from cxr.io import write_table
-from cxr.params import load_params
-
-IN, OUT = "data/interim/labels.csv", "data/interim/sample.csv"
+from cxr.io import read_table, write_table
 
 
 def main() -> None:
-    params = load_params()
-    table = pd.read_csv(IN, dtype={"path": str}, keep_default_na=False)
+    parser = _common.paths(_common.parser(__doc__), labels="the label table",
+                           out="the sampled table")
+    args, params = _common.start(parser)
+    table = read_table(args.labels)
     sample = sample_patients(table, params.sample.patient_fraction, params.seed)
-    write_table(sample, OUT)
+    write_table(sample, args.out)
     print(f"sample: {sample['Patient ID'].nunique()} of {table['Patient ID'].nunique()} patients, "
-          f"{len(sample)} images -> {OUT}")
+          f"{len(sample)} images -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,24 +1,26 @@
 """DVC stage `split`: train/val/test without patient leakage -> split.csv + metrics/split.json."""
 
-import pandas as pd
+import _common
 
 from cxr.data import splitting
 from cxr.data.nih import read_image_list
-from cxr.io import write_json, write_table
-from cxr.params import load_params
-
-IN, OUT, METRICS = "data/interim/sample.csv", "data/processed/split.csv", "metrics/split.json"
+from cxr.io import read_table, write_json, write_table
 
 
 def main() -> None:
-    params = load_params()
-    table = pd.read_csv(IN, dtype={"path": str}, keep_default_na=False)
+    parser = _common.paths(
+        _common.parser(__doc__), sample="the sampled table", out="the split table",
+        metrics="the split summary (JSON)",
+        train_val_list="NIH train_val_list.txt (read when split.method is official)",
+        test_list="NIH test_list.txt (read when split.method is official)")
+    args, params = _common.start(parser)
+    table = read_table(args.sample)
     fractions = params.split.fractions.as_tuple()
     if params.split.method == "official":
         split = splitting.split_official(
             table,
-            read_image_list(params.split.official_train_val_list),
-            read_image_list(params.split.official_test_list),
+            read_image_list(args.train_val_list),
+            read_image_list(args.test_list),
             val_fraction=fractions[1] / (fractions[0] + fractions[1]),
             seed=params.seed,
         )
@@ -31,13 +33,13 @@ def main() -> None:
               "between train and test (for comparison only)")
         split = splitting.split_by_image(table, fractions, params.seed)
     table = table.assign(split=split)
-    write_table(table, OUT)
+    write_table(table, args.out)
     summary = splitting.split_summary(table, table["split"], seed=params.seed, fractions=fractions)
-    write_json(summary, METRICS)
+    write_json(summary, args.metrics)
     counts = table["split"].value_counts()
     print(f"split ({params.split.method}, by_patient={params.split.by_patient}): "
           + ", ".join(f"{name} {counts.get(name, 0)}" for name in ("train", "val", "test"))
-          + f" images -> {OUT}")
+          + f" images -> {args.out}")
 
 
 if __name__ == "__main__":

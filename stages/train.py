@@ -1,47 +1,49 @@
-"""DVC stage `train@MODEL`: two-phase training of one model on the split -> models/MODEL/.
+"""DVC stage `train@MODEL`: two-phase training of one model on the split.
 
-Usage: python stages/train.py MODEL
-Writes models/MODEL/model.keras, models/MODEL/history.json, metrics/train/MODEL.json and
-plots/MODEL/train_history.csv; logs the run to MLflow. Resumable: a killed run continues
-from .checkpoints/MODEL when it is started again with the same settings.
+Usage: python stages/train.py MODEL --split SPLIT_CSV --out MODEL_DIR --metrics JSON
+       --history CSV --checkpoints DIR
+Writes MODEL_DIR/model.keras, MODEL_DIR/history.json, MODEL_DIR/metadata.json (label order,
+image size, Grad-CAM layer, validation thresholds), the train metrics JSON and the per-epoch
+history CSV; logs the run to MLflow. Resumable: a killed run continues from the checkpoint
+folder when it is started again with the same settings.
 """
 
-import argparse
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict
-from pathlib import Path
 
+import _common
 import pandas as pd
 
 from cxr import tracking
 from cxr.data.loading import Augmentation, make_dataset
-from cxr.evaluation import macro_auc, per_class_auc
-from cxr.io import write_json, write_table
+from cxr.evaluation import choose_thresholds
+from cxr.io import read_table, write_json, write_table
 from cxr.labels import LABELS
-from cxr.models import MODEL_NAMES, build
-from cxr.params import flatten, load_params
+from cxr.models import build
+from cxr.models.metadata import model_metadata, write_metadata
+from cxr.models.registry import gradcam_layer
 from cxr.training import runtime
 from cxr.training.fit import TrainConfig, history_rows, train_two_phase
 from cxr.training.losses import build_loss
-
-SPLIT = "data/processed/split.csv"
-ROOT = Path(os.environ.get("DVC_ROOT", "."))  # dvc exp run --queue runs in a temp copy
+from cxr.training.summary import train_summary
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model", choices=MODEL_NAMES)
-    name = parser.parse_args().model
-    params = load_params()
+    parser = _common.paths(
+        _common.parser(__doc__, model=True), split="the split table",
+        out="the model folder (model.keras, history.json, metadata.json)",
+        metrics="the train metrics (JSON)", history="the per-epoch history (CSV, a DVC plot)",
+        checkpoints="resume checkpoints (not a DVC output: removed once trained)")
+    args, params = _common.start(parser)
+    name, root = args.model, _common.dvc_root()
     if name not in params.models:
         raise SystemExit(f"params.yaml: no block models.{name}; add one (see params.yaml)")
     model_params = params.models[name]
     runtime.configure(params.seed, params.train.deterministic, params.train.mixed_precision)
 
-    table = pd.read_csv(SPLIT, dtype={"path": str}, keep_default_na=False)
+    table = read_table(args.split)
     train_rows, val_rows = table[table["split"] == "train"], table[table["split"] == "val"]
     pipe = params.pipeline
     common = dict(image_size=pipe.image_size, batch_size=pipe.batch_size, cache=params.data.cache,
@@ -59,12 +61,8 @@ def main() -> None:
                    "split_rows": int(len(table)),
                    "split_checksum": int(pd.util.hash_pandas_object(table).sum() % 2**61)}
 
-    out_dir, checkpoints = Path("models") / name, Path(".checkpoints") / name
-    uri = tracking.resolve_tracking_uri(params.mlflow.tracking_uri, ROOT)
-    tags = tracking.run_tags(f"train@{name}", ROOT, params.data.source,
-                             os.environ.get("DVC_EXP_NAME", ""), model=name)
-    with tracking.start_run(uri, params.mlflow.experiment, f"train@{name}", flatten(params), tags,
-                            ROOT / tracking.ARTIFACTS_DIR) as run:
+    with tracking.stage_run(f"train@{name}", root, params, model=name,
+                            dvc_exp_name=_common.dvc_exp_name()) as run:
         strategy = runtime.distribution_strategy(params.train.strategy)
         with strategy.scope():
             model = build(name, image_size=pipe.image_size, weights=params.train.weights,
@@ -78,39 +76,31 @@ def main() -> None:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=global_epoch["n"])
 
         started = time.perf_counter()
-        history = train_two_phase(model, train_data, val_data, loss, config, checkpoints,
+        history = train_two_phase(model, train_data, val_data, loss, config, args.checkpoints,
                                   on_epoch=log_epoch, verbose=params.train.verbose,
                                   fingerprint=fingerprint, strategy=strategy)
         seconds = time.perf_counter() - started
 
+        val_true = val_rows[list(LABELS)].to_numpy()
         val_scores = model.predict(val_data, verbose=0)
-        val_auc = per_class_auc(val_rows[list(LABELS)].to_numpy(), val_scores, LABELS)
-        rows = history_rows(history)
-        epochs_run = len(rows)
-        summary = {
-            "model": name,
-            "val_macro_auc": macro_auc(val_auc),
-            "val_auc": {label: entry["auc"] for label, entry in val_auc.items()},
-            "epochs": {phase: len(phase_rows) for phase, phase_rows in history.items()},
-            "final": {k: v for k, v in rows[-1].items() if k not in ("step", "phase")}
-            if rows else {},
-            "train_images": int(len(train_rows)),
-            "train_seconds": round(seconds, 1),
-            "train_images_per_second": round(len(train_rows) * epochs_run / seconds, 1)
-            if epochs_run else None,
-            "parameters": int(model.count_params()),
-            "mlflow_run_id": run.run_id,
-        }
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model.save(out_dir / "model.keras")
-        (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-        write_table(pd.DataFrame(rows), Path("plots") / name / "train_history.csv")
-        write_json(summary, Path("metrics/train") / f"{name}.json")
-        for path in (out_dir / "model.keras", out_dir / "history.json",
-                     Path("plots") / name / "train_history.csv"):
+        summary = train_summary(name, history, val_true, val_scores, LABELS, seconds=seconds,
+                                train_images=len(train_rows), parameters=model.count_params(),
+                                mlflow_run_id=run.run_id)
+        method = params.evaluate.threshold_method
+        metadata = model_metadata(name, LABELS, pipe.image_size, gradcam_layer(name), method,
+                                  choose_thresholds(val_true, val_scores, method))
+        args.out.mkdir(parents=True, exist_ok=True)
+        model.save(args.out / "model.keras")
+        (args.out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+        write_metadata(args.out, metadata)
+        write_table(pd.DataFrame(history_rows(history)), args.history)
+        write_json(summary, args.metrics)
+        for path in (args.out / "model.keras", args.out / "history.json",
+                     args.out / "metadata.json", args.history):
             run.log_artifact(path)
         run.log_metrics({"val_macro_auc_sklearn": summary["val_macro_auc"]})
-    shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
+    shutil.rmtree(args.checkpoints, ignore_errors=True)  # finished: nothing left to resume
+    epochs_run = sum(summary["epochs"].values())
     print(f"train@{name}: val macro AUC {summary['val_macro_auc']:.4f} after {epochs_run} epochs "
           f"in {seconds:.0f} s ({summary['train_images_per_second']} img/s)")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from cxr.data.loading import decode_and_resize
 from cxr.evaluation.uncertainty import mc_dropout_predict
 from cxr.labels import LABELS
 from cxr.models import build
+from cxr.models.metadata import model_metadata, write_metadata
 
 SIZE = 32
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cxr"
@@ -32,6 +34,8 @@ def workspace(tmp_path_factory) -> dict:
     model = build("simple_cnn", image_size=SIZE)
     model_path = root / "model.keras"
     model.save(model_path)
+    write_metadata(root, model_metadata("simple_cnn", LABELS, SIZE, "block3_conv", "youden",
+                                        [0.5] * len(LABELS)))
     folder = root / "xrays"
     (folder / "more").mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -133,6 +137,14 @@ def test_missing_or_broken_model_is_a_clear_error(capsys, workspace, tmp_path):
     broken.write_bytes(b"not a zip")
     code, _, err = run(capsys, "predict", workspace["good"][0], "--model", broken)
     assert code == 2 and f"cannot use model {broken}" in err
+
+
+def test_model_without_metadata_is_a_clear_error(capsys, workspace, tmp_path):
+    shutil.copy(workspace["model"], tmp_path / "model.keras")
+    code, out, err = run(capsys, "predict", workspace["good"][0],
+                         "--model", tmp_path / "model.keras")
+    assert code == 2 and out == ""
+    assert "metadata.json not found: the train stage writes it beside model.keras" in err
 
 
 def test_heatmap_writes_an_overlay_per_image_and_top_finding(capsys, workspace, tmp_path):

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,33 @@ def test_nih_paper_config_loads_with_the_study_settings():
     assert fusion.head_epochs + fusion.finetune_epochs == 25
     assert (fusion.head_learning_rate, fusion.finetune_learning_rate) == (1e-3, 1e-5)
     assert params.loss.alpha == 0.25 and params.loss.gamma == 2.0
+
+
+def _flatten_yaml(node, prefix=""):
+    if not isinstance(node, dict) or not node:
+        return {prefix.rstrip("."): node}
+    flat = {}
+    for key, value in node.items():
+        flat.update(_flatten_yaml(value, f"{prefix}{key}."))
+    return flat
+
+
+def test_every_value_in_params_yaml_is_the_schema_default_and_every_default_is_in_the_file():
+    """params.yaml is the truth; params.py must say the same thing, key by key."""
+    in_file = _flatten_yaml(yaml.safe_load((REPO / "params.yaml").read_text()))
+    in_schema = flatten(Params())
+    assert sorted(set(in_schema) - set(in_file)) == [], "schema keys missing from params.yaml"
+    assert sorted(set(in_file) - set(in_schema)) == [], "params.yaml keys unknown to the schema"
+    disagreements = {key: (in_file[key], in_schema[key]) for key in in_file
+                     if in_file[key] != in_schema[key]
+                     or isinstance(in_file[key], bool) != isinstance(in_schema[key], bool)}
+    assert disagreements == {}, "params.yaml value vs params.py default"
+
+
+def test_train_config_defaults_are_the_model_params_defaults():
+    from cxr.params import ModelParams
+    from cxr.training.fit import TrainConfig
+
+    schema = {f.name: f.default for f in dataclasses.fields(ModelParams) if f.name != "options"}
+    train = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in schema}
+    assert train == schema

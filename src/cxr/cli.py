@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxr.labels import LABELS
+from cxr.models.metadata import MetadataError, read_metadata
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_MODEL = "models/fusion/model.keras"
@@ -141,6 +142,13 @@ def _predict(args: argparse.Namespace) -> int:
         _report(failures)
         print(f"cxr predict: cannot use model {model_path}: {err}", file=sys.stderr)
         return EXIT_NOTHING_DONE
+    try:
+        metadata = read_metadata(model_path.parent)
+        labels = check_metadata(metadata, image_size, model.output_shape[-1])
+    except (MetadataError, ValueError) as err:
+        _report(failures)
+        print(f"cxr predict: cannot use model {model_path}: {err}", file=sys.stderr)
+        return EXIT_NOTHING_DONE
 
     names, images, decode_failures = decode_images(paths, image_size)
     failures += decode_failures
@@ -156,10 +164,11 @@ def _predict(args: argparse.Namespace) -> int:
     pixels = np.stack(images)
     result = mc_dropout_predict(model, pixels, passes=args.passes, seed=args.seed,
                                 batch_size=args.batch_size)
-    rows = prediction_rows(names, result, args.threshold, LABELS, args.top)
+    rows = prediction_rows(names, result, args.threshold, labels, args.top)
     if args.heatmap is not None:
         written = write_heatmaps(model, names, pixels, result, args.top or DEFAULT_HEATMAP_TOP,
-                                 Path(args.heatmap), args.batch_size)
+                                 Path(args.heatmap), args.batch_size, labels=labels,
+                                 layer_name=metadata["gradcam_layer"])
         for row, image_heatmaps in zip(rows, written, strict=True):
             for finding in row["findings"]:
                 if finding["finding"] in image_heatmaps:
@@ -205,9 +214,21 @@ def load_model(path: Path):
     """A saved cxr model (the cxr custom layers are registered by importing cxr.models)."""
     import keras
 
-    import cxr.models  # noqa: F401  (registers the custom layers for deserialization)
+    import cxr.models.layers  # noqa: F401  (registers the custom layers for deserialization)
 
     return keras.models.load_model(path, compile=False)
+
+
+def check_metadata(metadata: dict, image_size: int, n_outputs: int) -> list[str]:
+    """The label order from metadata.json, after checking it fits the loaded model."""
+    labels = list(metadata["labels"])
+    if int(metadata["image_size"]) != image_size:
+        raise ValueError(f"metadata.json says image_size {metadata['image_size']}, the model "
+                         f"takes {image_size} px")
+    if len(labels) != n_outputs:
+        raise ValueError(f"metadata.json lists {len(labels)} labels, the model has "
+                         f"{n_outputs} outputs")
+    return labels
 
 
 def model_image_size(model) -> int:
@@ -255,7 +276,8 @@ def _report(failures: Sequence[Failure]) -> None:
 
 
 def write_heatmaps(model, names: Sequence[str], images, result, top: int, out_dir: Path,
-                   batch_size: int = 32) -> list[dict[str, str]]:
+                   batch_size: int = 32, labels: Sequence[str] = LABELS,
+                   layer_name: str | None = None) -> list[dict[str, str]]:
     """Grad-CAM overlays of each image's `top` findings by MC mean; per image {finding: path}.
 
     Files are `<stem>_<finding>.png`; images that share a stem (same name in two folders)
@@ -271,11 +293,11 @@ def write_heatmaps(model, names: Sequence[str], images, result, top: int, out_di
     pairs = [(i, int(k)) for i in range(len(names)) for k in order[i]]
     image_index = np.array([i for i, _ in pairs])
     heatmaps = gradcam(model, images[image_index], [k for _, k in pairs],
-                       batch_size=batch_size)
+                       layer_name=layer_name, batch_size=batch_size)
     stems = unique_stems(names)
     written: list[dict[str, str]] = [{} for _ in names]
     for (i, k), heatmap in zip(pairs, heatmaps, strict=True):
-        finding = LABELS[k]
+        finding = labels[k]
         path = out_dir / f"{stems[i]}_{finding}.png"
         title = (f"{Path(names[i]).name}\n{finding}: MC mean {result.mean[i, k]:.3f} "
                  f"(std {result.std[i, k]:.3f})")

@@ -1,7 +1,8 @@
 """Deterministic writers for the files that stages hand to each other.
 
 Byte-identical outputs for identical inputs are what let DVC skip work and let a reviewer
-diff two runs, so every table and JSON file goes through these two functions.
+diff two runs, so every table and JSON file goes through these functions; ``read_table`` reads
+the tables back the way every stage needs them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,20 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False, lineterminator="\n", float_format="%.6g")
     return path
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table written by :func:`write_table`: ``path`` stays text and empty cells stay ``""``.
+
+    (pandas would otherwise turn an all-digit path into a number and an empty or "NA" cell into
+    NaN.)
+    """
+    return pd.read_csv(path, dtype={"path": str}, keep_default_na=False)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON document at ``path``."""
+    return json.loads(Path(path).read_text())
 
 
 def to_jsonable(value: Any) -> Any:

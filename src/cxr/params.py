@@ -41,7 +41,7 @@ class DataParams:
 
 @dataclass(frozen=True)
 class PhantomParams:
-    n_patients: int = 1000
+    n_patients: int = 2000
     image_size: int = 256
     label_noise: float = 0.02
     processes: int = 2
@@ -133,6 +133,23 @@ class ModelParams:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# The embedded default's model blocks (params.yaml `models:`; tests/test_params.py checks that
+# the two agree). Why these schedules: the comment above `models:` in params.yaml.
+DEFAULT_MODELS: dict[str, ModelParams] = {
+    "simple_cnn": ModelParams(head_epochs=15, head_learning_rate=1e-3, finetune_epochs=0,
+                              patience=4),
+    "densenet121": ModelParams(head_epochs=1, head_learning_rate=1e-4, finetune_epochs=7,
+                               finetune_learning_rate=3e-4, patience=4),
+    "efficientnetb0": ModelParams(head_epochs=1, head_learning_rate=1e-4, finetune_epochs=7,
+                                  finetune_learning_rate=1e-3, patience=4),
+    "fusion": ModelParams(head_epochs=1, head_learning_rate=1e-4, finetune_epochs=5,
+                          finetune_learning_rate=3e-4, patience=4,
+                          options={"dense_cut": "conv5_block16_concat",
+                                   "efficient_cut": "block6a_expand_activation",
+                                   "proj_channels": 256}),
+}
+
+
 @dataclass(frozen=True)
 class MlflowParams:
     tracking_uri: str = ""            # "" = SQLite mlflow.db in the project root
@@ -175,7 +192,7 @@ class Params:
     pipeline: PipelineParams = field(default_factory=PipelineParams)
     train: TrainParams = field(default_factory=TrainParams)
     loss: LossParams = field(default_factory=LossParams)
-    models: dict[str, ModelParams] = field(default_factory=dict)
+    models: dict[str, ModelParams] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     mc_dropout: McDropoutParams = field(default_factory=McDropoutParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)

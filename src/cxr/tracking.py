@@ -122,6 +122,25 @@ def start_run(
         yield Run(mlflow, active)
 
 
+@contextlib.contextmanager
+def stage_run(stage: str, root: str | Path, params, *, model: str | None = None,
+              dvc_exp_name: str = "") -> Iterator[Run]:
+    """The MLflow run of one stage execution: what every tracked stage opens on start.
+
+    ``params`` is the loaded :class:`cxr.params.Params` (its ``mlflow`` block says where to log,
+    all of it is logged flat); ``root`` is the project root where the default SQLite store and
+    the artifacts live (the stage passes DVC_ROOT). The run is named ``stage`` and tagged with
+    :func:`run_tags`.
+    """
+    from cxr.params import flatten
+
+    uri = resolve_tracking_uri(params.mlflow.tracking_uri, root)
+    tags = run_tags(stage, root, params.data.source, dvc_exp_name, model=model)
+    with start_run(uri, params.mlflow.experiment, stage, flatten(params), tags,
+                   Path(root) / ARTIFACTS_DIR) as run:
+        yield run
+
+
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."

@@ -86,3 +86,27 @@ def _evaluation_thresholds(val_true, val_score, labels, method):
     thresholds, notes = choose_thresholds(val_true, val_score, method, return_notes=True)
     notes_by_label = {label: note for label, note in zip(labels, notes, strict=True) if note}
     return thresholds, notes_by_label, f"validation ({method})"
+
+
+def mc_dropout_summary(std: np.ndarray, referred: np.ndarray, *, passes: int, threshold: float,
+                       seconds: float) -> dict:
+    """The ``mc_dropout`` block of the eval metrics: how much was referred, the mean spread."""
+    return {
+        "passes": passes,
+        "threshold": threshold,
+        "referred_images_fraction": float(referred.any(axis=1).mean()),
+        "referred_findings_fraction": float(referred.mean()),
+        "mean_std": float(std.mean()),
+        "seconds": round(seconds, 2),
+    }
+
+
+def eval_log_metrics(result: dict) -> dict:
+    """The scalars of an :func:`evaluate` result that go to MLflow."""
+    return {"test_macro_auc": result["macro_auc"],
+            "test_macro_auc_ci_low": result["macro_auc_ci_low"],
+            "test_macro_auc_ci_high": result["macro_auc_ci_high"],
+            "test_ece": result["calibration"]["ece"],
+            "test_brier": result["calibration"]["brier"],
+            "referral_gain_at_20": result["referral"]["gain_at_20"],
+            **{f"test_auc_{k}": v for k, v in result["auc"].items()}}

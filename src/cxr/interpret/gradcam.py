@@ -66,12 +66,12 @@ import tensorflow as tf
 from keras import layers, ops
 
 from cxr.labels import INDEX, LABELS, LabelError, canonical
-from cxr.models import GRADCAM_LAYER, OUTPUT_LAYER
+from cxr.models.constants import FEATURES_LAYER, OUTPUT_LAYER
+from cxr.models.registry import GRADCAM_LAYER
 from cxr.validation import check_int
 
-# See the module docstring for why each layer; fusion differs from cxr.models.GRADCAM_LAYER.
-FUSION_EXPLAINED_LAYER = "fusion_concat"
-EXPLAINED_LAYER: dict[str, str] = {**GRADCAM_LAYER, "fusion": FUSION_EXPLAINED_LAYER}
+# One source: the registry (fusion explains fusion_concat, before the attention).
+EXPLAINED_LAYER: dict[str, str] = GRADCAM_LAYER
 DEFAULT_BATCH_SIZE = 32
 
 _EXPLAINERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -97,8 +97,8 @@ def explained_layer(model_or_name) -> str:
     spatial = [layer.name for layer in model.layers
                if not isinstance(layer, layers.InputLayer) and _is_spatial(layer)]
     names = [layer.name for layer in model.layers]
-    if "features" in names:
-        before = set(names[: names.index("features")])
+    if FEATURES_LAYER in names:
+        before = set(names[: names.index(FEATURES_LAYER)])
         spatial = [name for name in spatial if name in before]
     if not spatial:
         raise ValueError(f"model {model.name!r} has no layer with a (batch, height, width, "

@@ -3,49 +3,48 @@
 Every model takes raw 0-255 RGB images, carries its own preprocessing, ends in a `features`
 layer (global average pool) followed by a Dropout/Dense head whose last layer,
 `predictions`, has 14 sigmoid outputs.
+
+Names are resolved lazily (PEP 562): ``cxr.models.registry`` and ``cxr.models.constants`` are
+pure Python, and importing them (or this package) does not import Keras. Loading a saved
+model needs the custom layers registered: ``import cxr.models.layers``.
 """
 
-from cxr.models.backbones import (
-    BACKBONE_NAMES,
-    backbone_layers,
-    load_weights_file,
-    set_backbone_trainable,
-)
-from cxr.models.heads import (
-    FEATURES_LAYER,
-    OUTPUT_LAYER,
-    apply_head,
-    head_layers,
-    split_at_features,
-)
-from cxr.models.layers import ImageNetNormalization, SpatialSelfAttention
-from cxr.models.preprocessing import preprocessing_layer
-from cxr.models.registry import (
-    GRADCAM_LAYER,
-    MIN_IMAGE_SIZE,
-    MODEL_NAMES,
-    build,
-    gradcam_layer,
-    model_options,
-)
+import importlib
 
-__all__ = [
-    "BACKBONE_NAMES",
-    "FEATURES_LAYER",
-    "GRADCAM_LAYER",
-    "MIN_IMAGE_SIZE",
-    "MODEL_NAMES",
-    "OUTPUT_LAYER",
-    "ImageNetNormalization",
-    "SpatialSelfAttention",
-    "apply_head",
-    "backbone_layers",
-    "build",
-    "gradcam_layer",
-    "head_layers",
-    "load_weights_file",
-    "model_options",
-    "preprocessing_layer",
-    "set_backbone_trainable",
-    "split_at_features",
-]
+_WHERE = {
+    "BACKBONE_NAMES": "backbones",
+    "backbone_layers": "backbones",
+    "load_weights_file": "backbones",
+    "set_backbone_trainable": "backbones",
+    "apply_head": "heads",
+    "head_layers": "heads",
+    "split_at_features": "heads",
+    "ImageNetNormalization": "layers",
+    "SpatialSelfAttention": "layers",
+    "preprocessing_layer": "preprocessing",
+    "build": "factory",
+    "model_options": "factory",
+    "DISPLAY_NAMES": "registry",
+    "GRADCAM_LAYER": "registry",
+    "MIN_IMAGE_SIZE": "registry",
+    "MODEL_NAMES": "registry",
+    "display_name": "registry",
+    "gradcam_layer": "registry",
+    "FEATURES_LAYER": "constants",
+    "FEATURE_MAP_LAYER": "constants",
+    "FUSION_ATTENTION_LAYER": "constants",
+    "FUSION_CONCAT_LAYER": "constants",
+    "OUTPUT_LAYER": "constants",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'cxr.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cxr.models.{_WHERE[name]}"), name)
+
+
+def __dir__():
+    return __all__

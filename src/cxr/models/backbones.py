@@ -22,6 +22,7 @@ import numpy as np
 from keras import layers
 
 from cxr.labels import N_LABELS
+from cxr.models.constants import APPLICATION_MIN_IMAGE_SIZE, FEATURE_MAP_LAYER
 from cxr.models.heads import dense_head
 from cxr.models.layers import IMAGENET_STD
 from cxr.models.preprocessing import preprocessing_layer
@@ -40,9 +41,7 @@ TRUNK_SUFFIX = "_trunk"
 BACKBONE_NAMES: frozenset[str] = frozenset(
     list(APPLICATIONS) + [name + TRUNK_SUFFIX for name in APPLICATIONS]
 )
-FEATURE_MAP_LAYER = "feature_map"
-# keras.applications refuse smaller inputs (ImageNet weights or not).
-MIN_IMAGE_SIZE = 32
+MIN_IMAGE_SIZE = APPLICATION_MIN_IMAGE_SIZE
 
 
 def check_image_size(image_size, minimum: int, model_name: str) -> int:

@@ -18,6 +18,7 @@ from keras import layers
 
 from cxr.labels import N_LABELS
 from cxr.models.backbones import MIN_IMAGE_SIZE, application_trunk, check_image_size
+from cxr.models.constants import FUSION_ATTENTION_LAYER, FUSION_CONCAT_LAYER
 from cxr.models.heads import pooled_features, predictions
 from cxr.models.layers import SpatialSelfAttention
 from cxr.models.preprocessing import preprocessing_layer
@@ -26,7 +27,7 @@ NAME = "fusion"
 DENSE_CUT = "conv5_block16_concat"
 EFFICIENT_CUT = "block6a_expand_activation"
 PROJ_CHANNELS = 256
-GRADCAM_LAYER = "attention"
+GRADCAM_LAYER = FUSION_CONCAT_LAYER  # before the attention: docs/DESIGN.md
 
 
 def projection(x, channels: int, name: str):
@@ -72,8 +73,8 @@ def build_fusion(
     grid = max(tuple(dense.shape[1:3]), tuple(efficient.shape[1:3]), key=lambda g: g[0] * g[1])
     dense = resize_to(dense, grid, "densenet")
     efficient = resize_to(efficient, grid, "efficientnet")
-    x = layers.Concatenate(name="fusion_concat")([dense, efficient])
-    x = SpatialSelfAttention(name=GRADCAM_LAYER)(x)
+    x = layers.Concatenate(name=FUSION_CONCAT_LAYER)([dense, efficient])
+    x = SpatialSelfAttention(name=FUSION_ATTENTION_LAYER)(x)
     x = pooled_features(x)
     x = layers.Dropout(dropout, name="features_dropout")(x)
     outputs = predictions(x, n_labels)

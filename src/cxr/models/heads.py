@@ -12,10 +12,9 @@ import keras
 from keras import layers
 
 from cxr.labels import N_LABELS
+from cxr.models.constants import FEATURES_LAYER, OUTPUT_LAYER
 from cxr.validation import check_fraction
 
-FEATURES_LAYER = "features"
-OUTPUT_LAYER = "predictions"
 HEAD_LAYER_TYPES = (layers.Dropout, layers.Dense)
 
 

@@ -1,135 +1,59 @@
-"""Model name -> builder: the only place that knows every model.
+"""Every model the project knows, by name: display names and per-model constants.
 
-`build(name, image_size, weights, freeze_backbone, **options)` is the one entry point the
-rest of the project uses.
+The only place that lists all models. Pure Python (no Keras), so the report and the CLI can
+use it without TensorFlow; the builders are dispatched by :mod:`cxr.models.factory`.
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-from collections.abc import Callable
-from functools import partial
-from pathlib import Path
-
-import keras
-
-from cxr.models import backbones, fusion, simple_cnn
-from cxr.models.backbones import check_image_size, load_weights_file, set_backbone_trainable
-from cxr.validation import check_bool
+from cxr.models.constants import (
+    APPLICATION_MIN_IMAGE_SIZE,
+    FEATURE_MAP_LAYER,
+    FUSION_CONCAT_LAYER,
+    SIMPLE_CNN_LAST_CONV,
+    SIMPLE_CNN_MIN_IMAGE_SIZE,
+)
 
 MODEL_NAMES: tuple[str, ...] = ("simple_cnn", "densenet121", "efficientnetb0", "fusion")
 
-# The top-level layer whose output is the last spatial feature map: what Grad-CAM explains.
-# simple_cnn: the last convolution; application models: an identity on the nested
-# backbone's output; fusion: the self-attention output over the fused map.
+# How the report and the CLI name each model.
+DISPLAY_NAMES: dict[str, str] = {
+    "simple_cnn": "Simple CNN",
+    "densenet121": "DenseNet121",
+    "efficientnetb0": "EfficientNetB0",
+    "fusion": "Fusion",
+}
+
+# The top-level layer whose output Grad-CAM explains (the last spatial map it should read).
+# simple_cnn: the last convolution; application models: an identity on the nested backbone's
+# output; fusion: the concatenated map *before* the self-attention (docs/DESIGN.md says why).
 GRADCAM_LAYER: dict[str, str] = {
-    "simple_cnn": simple_cnn.GRADCAM_LAYER,
-    "densenet121": backbones.FEATURE_MAP_LAYER,
-    "efficientnetb0": backbones.FEATURE_MAP_LAYER,
-    "fusion": fusion.GRADCAM_LAYER,
+    "simple_cnn": SIMPLE_CNN_LAST_CONV,
+    "densenet121": FEATURE_MAP_LAYER,
+    "efficientnetb0": FEATURE_MAP_LAYER,
+    "fusion": FUSION_CONCAT_LAYER,
 }
 
 MIN_IMAGE_SIZE: dict[str, int] = {
-    "simple_cnn": simple_cnn.MIN_IMAGE_SIZE,
-    "densenet121": backbones.MIN_IMAGE_SIZE,
-    "efficientnetb0": backbones.MIN_IMAGE_SIZE,
-    "fusion": backbones.MIN_IMAGE_SIZE,
+    "simple_cnn": SIMPLE_CNN_MIN_IMAGE_SIZE,
+    "densenet121": APPLICATION_MIN_IMAGE_SIZE,
+    "efficientnetb0": APPLICATION_MIN_IMAGE_SIZE,
+    "fusion": APPLICATION_MIN_IMAGE_SIZE,
 }
 
-# Builders take `image_size` and `weights` (None or "imagenet") plus model options.
-_BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "simple_cnn": simple_cnn.build_simple_cnn,
-    "densenet121": partial(backbones.build_application_model, "densenet121"),
-    "efficientnetb0": partial(backbones.build_application_model, "efficientnetb0"),
-    "fusion": fusion.build_fusion,
-}
-_NOT_OPTIONS = {"image_size", "weights", "backbone_name"}
+
+def check_model_name(name: str) -> str:
+    """``name`` if it is one of MODEL_NAMES, else a ValueError listing them."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model name {name!r}; allowed: {', '.join(MODEL_NAMES)}.")
+    return name
 
 
-def model_options(name: str) -> dict[str, object]:
-    """The extra keyword options `build(name, ...)` accepts, with their defaults."""
-    _check_name(name)
-    signature = inspect.signature(_BUILDERS[name])
-    return {
-        key: parameter.default
-        for key, parameter in signature.parameters.items()
-        if key not in _NOT_OPTIONS and parameter.default is not inspect.Parameter.empty
-    }
+def display_name(name: str) -> str:
+    """The model's display name; an unknown name is shown as given."""
+    return DISPLAY_NAMES.get(name, name)
 
 
 def gradcam_layer(name: str) -> str:
     """Name of the layer whose output Grad-CAM explains, for model `name`."""
-    _check_name(name)
-    return GRADCAM_LAYER[name]
-
-
-def build(
-    name: str,
-    image_size: int = 224,
-    weights: str | os.PathLike | None = "none",
-    freeze_backbone: bool = False,
-    **options,
-) -> keras.Model:
-    """Build model `name` for raw 0-255 RGB images of `image_size` x `image_size`.
-
-    Args:
-        name: one of `MODEL_NAMES`.
-        image_size: side of the square input (>= `MIN_IMAGE_SIZE[name]`).
-        weights: "none" (random init), "imagenet" (pretrained backbones; not for
-            simple_cnn), or the path of a local weights file: a full-model file saved from
-            the same architecture and options, or (densenet121, efficientnetb0) a file of
-            the backbone alone; see `backbones.load_weights_file`.
-        freeze_backbone: make every backbone layer non-trainable (no-op for simple_cnn).
-        options: model options, see `model_options(name)` (e.g. `dropout`,
-            `hidden_units`; fusion: `dense_cut`, `efficient_cut`, `proj_channels`).
-
-    Returns:
-        An uncompiled keras.Model with 14 sigmoid outputs, output layer `predictions`, a
-        `features` layer before the (Dropout/Dense-only) head.
-    """
-    _check_name(name)
-    image_size = check_image_size(image_size, MIN_IMAGE_SIZE[name], name)
-    allowed = model_options(name)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"build({name!r}): unknown option(s) {unknown}; allowed: {sorted(allowed)}."
-        )
-    check_bool(freeze_backbone, "freeze_backbone", type_error=ValueError)
-
-    weights_path = None
-    if weights is None or weights == "none":
-        builder_weights = None
-    elif weights == "imagenet":
-        if name == "simple_cnn":
-            raise ValueError(
-                "weights='imagenet' is not available for simple_cnn (it has no pretrained "
-                "backbone); use 'none' or a weights file path."
-            )
-        builder_weights = "imagenet"
-    elif isinstance(weights, str | os.PathLike):
-        weights_path = Path(weights)
-        if not weights_path.is_file():
-            raise FileNotFoundError(
-                f"weights={str(weights)!r} is neither 'none', 'imagenet' nor an existing file."
-            )
-        builder_weights = None
-    else:
-        raise ValueError(f"weights must be 'none', 'imagenet' or a file path; got {weights!r}.")
-
-    builder = _BUILDERS[name]
-    if name == "simple_cnn":
-        model = builder(image_size=image_size, **options)
-    else:
-        model = builder(image_size=image_size, weights=builder_weights, **options)
-    if weights_path is not None:
-        load_weights_file(model, weights_path)
-    if freeze_backbone:
-        set_backbone_trainable(model, False)
-    return model
-
-
-def _check_name(name: str) -> None:
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model name {name!r}; allowed: {', '.join(MODEL_NAMES)}.")
+    return GRADCAM_LAYER[check_model_name(name)]

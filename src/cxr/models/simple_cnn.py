@@ -10,16 +10,16 @@ import keras
 from keras import layers
 
 from cxr.labels import N_LABELS
+from cxr.models.constants import SIMPLE_CNN_LAST_CONV, SIMPLE_CNN_MIN_IMAGE_SIZE
 from cxr.models.heads import pooled_features, predictions
 from cxr.models.preprocessing import preprocessing_layer
 from cxr.validation import check_fraction
 
 NAME = "simple_cnn"
 FILTERS: tuple[int, ...] = (32, 64, 128)
-# The last convolution's output: the spatial map Grad-CAM explains.
-GRADCAM_LAYER = f"block{len(FILTERS)}_conv"
-# Three valid 3x3 convolutions, each followed by a 2x2 pool, leave a 1x1 map from 22 px.
-MIN_IMAGE_SIZE = 22
+# The last convolution's output (block{len(FILTERS)}_conv): the spatial map Grad-CAM explains.
+GRADCAM_LAYER = SIMPLE_CNN_LAST_CONV
+MIN_IMAGE_SIZE = SIMPLE_CNN_MIN_IMAGE_SIZE
 
 
 def conv_block(x, filters: int, name: str):

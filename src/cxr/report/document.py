@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cxr.models.registry import display_name  # noqa: F401  (re-exported for the sections)
+
 # The published study's test results on real NIH ChestX-ray14, shown beside ours as reference.
 # "auc" holds the per-class test AUCs of the study's Table 2, {model: {finding: auc}}. They are
 # deliberately empty: the figures were not at hand when this was written and none may be
@@ -24,13 +26,6 @@ PUBLISHED_STUDY: dict = {
 PUBLISHED_LABEL_NIH = "Published study (real NIH data)"
 PUBLISHED_LABEL_PHANTOMS = "Published study (real NIH data; not comparable to phantom results)"
 PUBLISHED_MARK = "†"
-
-MODEL_NAMES: dict[str, str] = {
-    "simple_cnn": "Simple CNN",
-    "densenet121": "DenseNet121",
-    "efficientnetb0": "EfficientNetB0",
-    "fusion": "Fusion",
-}
 
 # (anchor id, heading), in report order.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -53,10 +48,6 @@ REPORT_MD, REPORT_HTML = "report.md", "report.html"
 def published_label(source: str | None) -> str:
     """Heading of the published columns: only real NIH data makes them comparable."""
     return PUBLISHED_LABEL_NIH if source == "nih" else PUBLISHED_LABEL_PHANTOMS
-
-
-def display_name(model: str) -> str:
-    return MODEL_NAMES.get(model, model)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""Model name -> builder: ``build(name, image_size, weights, freeze_backbone, **options)``,
+the one entry point the rest of the project uses to make a model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import keras
+
+from cxr.models import backbones, fusion, simple_cnn
+from cxr.models.backbones import check_image_size, load_weights_file, set_backbone_trainable
+from cxr.models.registry import MIN_IMAGE_SIZE, check_model_name
+from cxr.validation import check_bool
+
+# Builders take `image_size` and `weights` (None or "imagenet") plus model options.
+_BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "simple_cnn": simple_cnn.build_simple_cnn,
+    "densenet121": partial(backbones.build_application_model, "densenet121"),
+    "efficientnetb0": partial(backbones.build_application_model, "efficientnetb0"),
+    "fusion": fusion.build_fusion,
+}
+_NOT_OPTIONS = {"image_size", "weights", "backbone_name"}
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The extra keyword options `build(name, ...)` accepts, with their defaults."""
+    check_model_name(name)
+    signature = inspect.signature(_BUILDERS[name])
+    return {
+        key: parameter.default
+        for key, parameter in signature.parameters.items()
+        if key not in _NOT_OPTIONS and parameter.default is not inspect.Parameter.empty
+    }
+
+
+def build(
+    name: str,
+    image_size: int = 224,
+    weights: str | os.PathLike | None = "none",
+    freeze_backbone: bool = False,
+    **options,
+) -> keras.Model:
+    """Build model `name` for raw 0-255 RGB images of `image_size` x `image_size`.
+
+    Args:
+        name: one of `MODEL_NAMES`.
+        image_size: side of the square input (>= `MIN_IMAGE_SIZE[name]`).
+        weights: "none" (random init), "imagenet" (pretrained backbones; not for
+            simple_cnn), or the path of a local weights file: a full-model file saved from
+            the same architecture and options, or (densenet121, efficientnetb0) a file of
+            the backbone alone; see `backbones.load_weights_file`.
+        freeze_backbone: make every backbone layer non-trainable (no-op for simple_cnn).
+        options: model options, see `model_options(name)` (e.g. `dropout`,
+            `hidden_units`; fusion: `dense_cut`, `efficient_cut`, `proj_channels`).
+
+    Returns:
+        An uncompiled keras.Model with 14 sigmoid outputs, output layer `predictions`, a
+        `features` layer before the (Dropout/Dense-only) head.
+    """
+    check_model_name(name)
+    image_size = check_image_size(image_size, MIN_IMAGE_SIZE[name], name)
+    allowed = model_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"build({name!r}): unknown option(s) {unknown}; allowed: {sorted(allowed)}."
+        )
+    check_bool(freeze_backbone, "freeze_backbone", type_error=ValueError)
+
+    weights_path = None
+    if weights is None or weights == "none":
+        builder_weights = None
+    elif weights == "imagenet":
+        if name == "simple_cnn":
+            raise ValueError(
+                "weights='imagenet' is not available for simple_cnn (it has no pretrained "
+                "backbone); use 'none' or a weights file path."
+            )
+        builder_weights = "imagenet"
+    elif isinstance(weights, str | os.PathLike):
+        weights_path = Path(weights)
+        if not weights_path.is_file():
+            raise FileNotFoundError(
+                f"weights={str(weights)!r} is neither 'none', 'imagenet' nor an existing file."
+            )
+        builder_weights = None
+    else:
+        raise ValueError(f"weights must be 'none', 'imagenet' or a file path; got {weights!r}.")
+
+    builder = _BUILDERS[name]
+    if name == "simple_cnn":
+        model = builder(image_size=image_size, **options)
+    else:
+        model = builder(image_size=image_size, weights=builder_weights, **options)
+    if weights_path is not None:
+        load_weights_file(model, weights_path)
+    if freeze_backbone:
+        set_backbone_trainable(model, False)
+    return model

@@ -1,0 +1,41 @@
+"""The report stage's numbers: paired model comparisons and ``metrics/summary.json`` (numpy only)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from cxr.evaluation import paired_bootstrap_macro_auc
+
+
+def compare_models(scores: Mapping[str, np.ndarray], y_true: np.ndarray, patients: np.ndarray,
+                   labels: Sequence[str], *, n_boot: int, seed: int, ci: float) -> list[dict]:
+    """Paired patient-bootstrap macro-AUC difference for every pair of models, in order."""
+    comparisons = []
+    for a, b in itertools.combinations(list(scores), 2):
+        paired = paired_bootstrap_macro_auc(y_true, scores[a], scores[b], patients, labels,
+                                            n_boot=n_boot, seed=seed, ci=ci)
+        comparisons.append({"a": a, "b": b, **paired})
+    return comparisons
+
+
+def summary_metrics(models: Mapping[str, Mapping], comparisons: Sequence[Mapping]) -> dict:
+    """``metrics/summary.json``: the best model, each model's headline numbers, the pairs."""
+    best = max(models, key=lambda n: models[n]["eval"]["macro_auc"] or -1.0)
+    return {
+        "best_model": best,
+        "models": {n: {"macro_auc": m["eval"]["macro_auc"],
+                       "macro_auc_ci_low": m["eval"]["macro_auc_ci_low"],
+                       "macro_auc_ci_high": m["eval"]["macro_auc_ci_high"],
+                       "ece": m["eval"]["calibration"]["ece"],
+                       "referral_gain_at_20": m["eval"]["referral"]["gain_at_20"],
+                       "pointing_game": (m["localize"] or {}).get("overall", {}).get("pointing"),
+                       "localization_iou": (m["localize"] or {}).get("overall", {})
+                       .get("iou_mean"),
+                       "auc": m["eval"]["auc"]} for n, m in models.items()},
+        "comparisons": {f"{c['a']}_vs_{c['b']}": {k: c[k] for k in
+                                                  ("difference", "ci_low", "ci_high", "p_value")}
+                        for c in comparisons},
+    }
