@@ -185,6 +185,9 @@ def test_gradcam_layer_is_a_spatial_map_with_gradients(small_models, name):
         score = probabilities[:, 0]
     grads = tape.gradient(score, maps)
     assert grads is not None and grads.shape == maps.shape
+    grads, maps = keras.ops.convert_to_numpy(grads), keras.ops.convert_to_numpy(maps)
+    assert np.abs(grads).max() > 0, "no gradient reaches the Grad-CAM layer"
+    assert maps.std() > 0, "the Grad-CAM layer's output is constant"
 
 
 # --- saving -----------------------------------------------------------------------------------

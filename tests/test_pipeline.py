@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -81,14 +83,40 @@ def test_brightness_only_shifts_within_keras_range(images):
     assert max(abs(u[0]) for u in per_image) <= 0.1 * 255 + 1e-3
 
 
+def _own_copies(paths, folder: Path) -> list[str]:
+    folder.mkdir()
+    copies = [folder / Path(path).name for path in paths]
+    for source, copy in zip(paths, copies, strict=True):
+        copy.write_bytes(Path(source).read_bytes())
+    return [str(copy) for copy in copies]
+
+
+def _overwrite_with_white(paths) -> None:
+    for path in paths:
+        Image.fromarray(np.full((80, 96), 255, np.uint8), mode="L").save(path)
+
+
 def test_file_cache_is_written_and_reused(images, tmp_path):
-    paths, _ = images
+    """After the first pass the images come from the cache file, not from the PNGs: the PNGs
+    are overwritten in between and a second dataset still yields the first pass's pixels."""
+    paths = _own_copies(images[0], tmp_path / "pngs")
     labels = np.zeros((len(paths), 14), np.float32)
     cache = tmp_path / "cache"
     first = _collect(make_dataset(paths, labels, 32, 4, cache=str(cache)))
     assert any(cache.iterdir())
+    _overwrite_with_white(paths)
+    uncached = _collect(make_dataset(paths, labels, 32, 4, cache="none"))
+    assert (uncached == 255).all() and not (first == 255).all()  # the files did change
     second = _collect(make_dataset(paths, labels, 32, 4, cache=str(cache)))
     assert np.array_equal(first, second)
+
+
+def test_memory_cache_serves_later_epochs_without_reading_the_files(images, tmp_path):
+    paths = _own_copies(images[0], tmp_path / "pngs")
+    dataset = make_dataset(paths, np.zeros((len(paths), 14), np.float32), 32, 4, cache="memory")
+    first_epoch = _collect(dataset)
+    _overwrite_with_white(paths)
+    assert np.array_equal(_collect(dataset), first_epoch)
 
 
 def test_bad_inputs_are_named(images):

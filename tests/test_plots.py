@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -127,12 +129,32 @@ def test_auc_comparison_with_missing_values(tmp_path):
     _check_png(plots.auc_comparison(table, tmp_path / "cmp.png"))
 
 
-def test_styles_are_stable_and_distinct():
-    colors = [plots.class_style(label)["color"] for label in LABELS]
-    assert len(set(colors)) == len(LABELS)
-    assert plots.class_style("Infiltration") == plots.class_style("Infiltration")
-    assert plots.model_color("fusion") == plots.MODEL_COLORS["fusion"]
-    assert plots.model_color("another_model") == plots.model_color("another_model")
+def test_styles_are_distinct():
+    styles = [(plots.class_style(label)["color"], plots.class_style(label)["linestyle"])
+              for label in LABELS]
+    assert len({color for color, _ in styles}) == len(LABELS)
+    assert [style for _, style in styles] == ["-"] * 7 + ["--"] * 7
+    known = [plots.model_color(name) for name in MODELS]
+    assert len(set(known)) == len(MODELS)
+    # a model outside the four never borrows a known model's colour
+    assert all(plots.model_color(f"model_{i}") not in known for i in range(20))
+
+
+def test_styles_are_the_same_in_every_process():
+    """Figures drawn by different stages (separate processes, each with its own str-hash
+    seed) must agree: a style derived from hash() would differ between the two runs here."""
+    names = ["another_model", "resnet50", "vit"]
+    findings = ["Some finding", "Infiltrate"]
+    code = ("import json, sys; from cxr.report import plots; "
+            f"print(json.dumps([[plots.model_color(n) for n in {names!r}], "
+            f"[plots.class_style(f) for f in {findings!r}]]))")
+    outputs = []
+    for seed in ("1", "2"):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        outputs.append(json.loads(result.stdout))
+    here = [[plots.model_color(n) for n in names], [plots.class_style(f) for f in findings]]
+    assert outputs[0] == outputs[1] == here
 
 
 def test_plots_do_not_import_tensorflow_or_pyplot():

@@ -185,7 +185,9 @@ def test_table2_layout_and_published_label(tmp_path, source, label):
     assert all(len(row) == len(columns) for row in rows)
     assert label in table
     assert (document.PUBLISHED_LABEL_PHANTOMS in table) == (source == "phantoms")
-    # the published macro row, and per-class published cells left empty (not invented)
+    # the published macro row, typed in from the study's Table 2 (../shared/reference/
+    # study_table2.md: simple CNN, DenseNet121, EfficientNetB0, fusion), not read from
+    # PUBLISHED_STUDY; per-class published cells are left empty (not invented)
     macro = rows[-1]
     assert macro[-4:] == ["0.6558", "0.7096", "0.7363", "0.8156"]
     assert macro[4] == "<strong>0.770<br>(0.730–0.810)</strong>"  # fusion is best

@@ -6,6 +6,7 @@ statistics, so using batch statistics instead (the `training=True` bug) is visib
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import weakref
 
@@ -99,6 +100,57 @@ def test_fast_path_equals_full_passes(model, which):
     np.testing.assert_allclose(fast.mean, full.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fast.std, full.std, rtol=1e-4, atol=1e-6)
     assert fast.std.max() > 1e-3  # the passes really differ
+
+
+def keras_dropout_passes(model: keras.Model, x: np.ndarray, passes: int) -> np.ndarray:
+    """(passes, n, K): an independent reference. The model's own layers, called one by one in
+    order (the test model is a chain), every Dropout with training=True (Keras' own masks and
+    scaling) and every other layer, BatchNorm included, in inference mode; the images are
+    tiled so that each pass draws its own masks. Nothing of cxr.evaluation.uncertainty is used."""
+    h = keras.ops.convert_to_tensor(np.tile(x, (passes, 1, 1, 1)))
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        h = layer(h, training=isinstance(layer, layers.Dropout))
+    return keras.ops.convert_to_numpy(h).reshape(passes, len(x), -1)
+
+
+def same_distribution(fast: MCResult, reference: np.ndarray) -> bool:
+    """Means and stds agree within 5 standard errors for every image and finding."""
+    passes = reference.shape[0]
+    ref_mean, ref_std = reference.mean(axis=0), reference.std(axis=0)
+    spread = np.maximum(np.maximum(ref_std, fast.std), 1e-4)
+    mean_ok = np.abs(fast.mean - ref_mean) <= 5 * spread * np.sqrt(2.0 / passes)
+    std_ok = np.abs(fast.std - ref_std) <= 5 * spread * np.sqrt(1.0 / passes) + 1e-4
+    return bool(mean_ok.all() and std_ok.all())
+
+
+def test_fast_path_matches_keras_own_dropout_in_distribution(monkeypatch):
+    """The fast path against Keras' Dropout itself (the masks cannot be matched, so the test
+    is statistical: 4,000 passes, 5 standard errors), and the comparison is tight enough to
+    catch a fast path that skips the masks or draws them at the wrong rate."""
+    import cxr.evaluation.uncertainty as uncertainty
+
+    keras.utils.set_random_seed(5)  # the head's Dense weights
+    model = bn_model()
+    x, passes = images(5), 4000
+    keras.utils.set_random_seed(11)
+    reference = keras_dropout_passes(model, x, passes)
+    fast = mc_dropout_predict(model, x, passes=passes, seed=3, batch_size=5)
+    assert np.median(reference.std(axis=0)) > 1e-2  # dropout really varies the outputs
+    assert same_distribution(fast, reference)
+
+    draw = uncertainty._image_masks
+    wrong_paths = {
+        "masks not applied": lambda specs, *args: [np.ones_like(m) for m in draw(specs, *args)],
+        "rate halved": lambda specs, *args: draw(
+            [dataclasses.replace(s, rate=s.rate / 2) for s in specs], *args),
+    }
+    for bug, masks in wrong_paths.items():
+        monkeypatch.setattr(uncertainty, "_image_masks", masks)
+        wrong = mc_dropout_predict(model, x, passes=passes, seed=3, batch_size=5)
+        assert not same_distribution(wrong, reference), f"a fast path with {bug} passes"
+    monkeypatch.undo()
 
 
 def test_same_seed_same_numbers_other_seed_differs(model):
