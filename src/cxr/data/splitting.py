@@ -1,33 +1,11 @@
 """Train/val/test splits: patient-grouped iterative stratification, and the leaky alternatives.
 
-ChestX-ray14 has 3.6 images per patient on average (up to 184). Splitting images instead of
-patients puts most test patients' other images in train, and the model is then partly graded
-on people it has seen; :func:`split_summary` measures exactly that (``leak_if_image_level``).
-
-The stratification is the iterative algorithm of Sechidis, Tsoumakas and Vlahavas (2011),
-"On the Stratification of Multi-Label Data", implemented here (not iterstrat's
-``MultilabelStratifiedShuffleSplit``) for two reasons:
-
-* Weighted items. A patient is one indivisible item, but what we want balanced are *images*:
-  each patient counts with its number of images and, per class, its number of positive images.
-  Patients are still *selected* by their any-positive labels (the per-class max), as in the
-  paper, so the rarest class is distributed first. Counting per patient instead (iterstrat on
-  one row per patient) balances patients, not images: on an NIH-sized synthetic table it put
-  per-class image prevalence of val off by up to 28% (relative), against under 1% here.
-  Two further changes keep indivisible patients from swamping a small split: heaviest
-  patients go first, and a fold is chosen for its demand only among the folds the patient
-  overfills least (see :func:`iterative_stratification`).
-* Determinism. The only randomness is one ``numpy.random.Generator`` seeded by ``seed``: the
-  same table and seed give byte-identical splits, independent of the table's row order (items
-  are put in a canonical order, by patient id or image name, before the seeded shuffle).
-
-Three-way splits are made in two binary steps: test vs rest, then val vs train within the rest
-(with the val share rescaled). The test set therefore depends only on the data, the seed and
-the test fraction: changing the val fraction never moves an image in or out of test.
-
-Because patients are indivisible, the realised image fractions and prevalences deviate a
-little from the requested ones: on NIH-sized data by under 0.1 percentage point; on a
-4,000-image sample, where one patient can hold 5% of the images, by up to about two points.
+``split_by_patient`` (our weighted iterative stratification, Sechidis et al. 2011: whole
+patients, balanced images, deterministic for a seed), ``split_by_patient_iterstrat``,
+``split_by_image`` (leaks patients; comparison only) and ``split_official`` (NIH's lists) return
+'train'/'val'/'test' per image; ``split_summary`` measures fractions, prevalence and leakage.
+The test set depends only on the data, the seed and the test fraction. Why our own algorithm,
+and how close it gets: docs/DESIGN.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """Monte-Carlo dropout: T stochastic passes per image -> mean, std and a referral flag.
 
-Only the dropout layers are stochastic. Calling a Keras model with `training=True` would
-also switch BatchNormalization to batch statistics (a different model, whose outputs depend
-on the other images in the batch); here every other layer stays in inference mode.
-
-The fast path exploits the cxr model contract (`cxr.models.heads`): every dropout layer
-sits after the deterministic `features` layer. The backbone therefore runs once per image,
-and only the small Dropout/Dense head is sampled, T times in one vectorised call.
-
-Dropout masks are drawn explicitly, one NumPy generator per image seeded with
-`(seed, image index)`: an image's masks do not depend on the batch size, on the batching of
-a tf.data input, or on which path uses them. That is what lets the reference path
-(`mc_full_passes`, the whole model re-run for every pass) reproduce the fast path to float
-tolerance, and makes a prediction reproducible from the seed alone.
+Only the dropout layers are stochastic; BatchNorm and every other layer stay in inference mode.
+The fast path runs the backbone once per image and samples only the Dropout/Dense head after
+the ``features`` layer, with masks drawn from ``numpy.random.default_rng((seed, image
+index))``, so a prediction depends on the seed alone (not on batching); ``mc_full_passes`` is
+the whole-model reference. Why this is exact: docs/DESIGN.md.
 """
 
 from __future__ import annotations

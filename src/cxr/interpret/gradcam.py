@@ -5,54 +5,12 @@ For an image and a finding c, with A the explained layer's output (h x w x K):
     alpha_k = mean over the h x w positions of  d s_c / d A_k      (s_c: the finding's logit)
     cam     = ReLU(sum_k alpha_k A_k)                               (h x w)
 
-placed on the input (bilinear, see below) and divided by its maximum: one (H, W) map in [0, 1]
-per image, at the model's input resolution.
-
-The layer explained, per model (:data:`EXPLAINED_LAYER`):
-
-* ``simple_cnn``: ``block3_conv``, the last convolution, taken before its 2x2 pool so the map
-  is the finest of the last block (12 x 12 at 64 px).
-* ``densenet121``, ``efficientnetb0``: ``feature_map``, the identity layer on the nested
-  backbone's output (its last BN + ReLU map, stride 32: 2 x 2 at 64 px, 7 x 7 at 224). The
-  backbone's inner layers belong to the nested model's own graph, which the outer model's
-  gradient tape cannot tap; the identity is the handle.
-* ``fusion``: ``fusion_concat``, the fused map (both projected branches, 512 channels) *before*
-  the self-attention block, not the attention output (``attention``, which
-  ``cxr.models.GRADCAM_LAYER`` lists as the model's last spatial map). The attention output at
-  position i is ``x_i + gamma * sum_j a_ij v_j``: it adds to every position the values of the
-  positions it attends to, so evidence from a lesion at j appears wherever some query attends
-  to j, and a map of it paints the lesion's *readers*. (With the global average pool and linear
-  head after it, Grad-CAM on ``attention`` is exactly CAM of that smeared map.) Each position of
-  the concatenated map still describes its own receptive field, while the gradients reaching it
-  flow through the attention's values, keys and queries, so the weights alpha account for what
-  the attention does with the map and the map keeps the lesion where it is. At ``gamma = 0``
-  (the attention block's initial state) the two choices give the same map.
-
-The score is the finding's *logit* (the input of its sigmoid: the ``predictions`` layer's input
-times its kernel plus its bias), not the probability. A confident probability saturates
-(``p (1 - p)`` underflows in float32 beyond a logit of about 17) and its gradient vanishes,
-which would turn the clearest cases into flat maps; where it does not saturate, the
-probability's gradient is the logit's times the positive factor ``p (1 - p)``, which the
-normalisation removes: the same map. The model runs in inference mode (``training=False``):
-dropout off, BatchNorm on its moving statistics, so a heatmap explains the deterministic
-prediction (the Monte-Carlo dropout mean is close to it, not equal).
-
-Placing the grid on the input. Each unit of the explained map sits at the centre of its
-receptive field. For a plain chain of convolutions and pools from the input (``simple_cnn``) the
-centres follow from the kernels, strides and paddings (:func:`unit_centres`): the 12 units of
-``block3_conv`` at 64 px sit at pixels 8.5, 12.5, ..., 52.5 (valid convolutions shrink the map
-from the borders), not spread evenly over 0-63 as a plain image resize would put them. For
-nested backbones the grid is spread evenly (half-pixel centres, as ``tf.image.resize`` does),
-right for their "same"-padded stride-32 maps to within a fraction of a stride. Between centres
-the map is interpolated bilinearly; beyond the outermost centres it keeps the edge value.
-
-Flat maps. When nothing speaks *for* the finding (every position's weighted sum <= 0, so the
-ReLU zeroes the whole map) the heatmap is all zeros, returned as such rather than divided by
-zero. :mod:`cxr.interpret.localization` scores a map without a peak as a pointing miss with IoU 0. A 1 x 1
-grid (a backbone at 32 px) gives a constant map: no peak either.
-
-The grad model and its traced ``tf.function`` are cached per (model, layer) by weak reference:
-tracing takes seconds for the backbones, and the cache never keeps a model alive.
+placed on the input at each unit's receptive-field centre (bilinear between centres) and
+divided by its maximum: one (H, W) float32 map in [0, 1] per image, at the model's input
+resolution; all zeros when nothing speaks for the finding. The explained layer per model is
+``cxr.models.registry.GRADCAM_LAYER`` (fusion: ``fusion_concat``, before the attention). The
+model runs in inference mode; grad models are cached per (model, layer) by weak reference.
+Why the logit, why ``fusion_concat``, how the grid is placed: docs/DESIGN.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Losses: focal (the study's), plain BCE, and CheXNet-style weighted BCE for comparison.
 
-Focal loss (Lin et al. 2017) is written here rather than taken from Keras's
-`BinaryFocalCrossentropy`, for one measured reason: Keras computes the focal factor
-(1 - p_t) ** gamma on the unclipped probability, so at gamma = 0 a prediction that saturates
-on the correct side (p_t == 1.0 in float32) gives 0 ** 0 with a gradient of 0 * inf = NaN,
-and `dvc exp run -S loss.gamma=0` (which should be plain alpha-weighted BCE) diverged within
-15 batches of the simple CNN. Here the probability is clipped to [eps, 1 - eps] first, as
-Keras's own BCE does. Elsewhere the values equal Keras's with `apply_class_balancing=True`
-(a test checks it): alpha weights positives, 1 - alpha negatives (the study: 0.25, gamma 2).
+``build_loss(name, alpha, gamma, train_labels)`` returns a Keras loss. The focal loss is our own
+class (alpha weights positives, 1 - alpha negatives; probabilities clipped to [eps, 1 - eps]):
+why not Keras' ``BinaryFocalCrossentropy`` (NaN gradients at gamma 0): docs/DESIGN.md.
 """
 
 from __future__ import annotations
