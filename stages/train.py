@@ -21,7 +21,7 @@ from cxr.data.loading import Augmentation, make_dataset
 from cxr.evaluation import choose_thresholds
 from cxr.io import read_table, write_json, write_table
 from cxr.labels import LABELS
-from cxr.models import build
+from cxr.models import build, prior_logits, set_output_bias
 from cxr.models.metadata import model_metadata, write_metadata
 from cxr.models.registry import gradcam_layer
 from cxr.training import runtime
@@ -67,6 +67,8 @@ def main() -> None:
         with strategy.scope():
             model = build(name, image_size=pipe.image_size, weights=params.train.weights,
                           **model_params.options)
+            if params.train.prior_bias and params.train.weights in ("none", "imagenet"):
+                set_output_bias(model, prior_logits(train_rows[list(LABELS)].to_numpy()))
             loss = build_loss(params.loss.name, params.loss.alpha, params.loss.gamma,
                               train_labels=train_rows[list(LABELS)].to_numpy())
         global_epoch = {"n": 0}

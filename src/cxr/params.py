@@ -108,6 +108,9 @@ class TrainParams:
     strategy: Literal["default", "mirrored", "multiworker"] = "default"
     deterministic: bool = True        # op determinism (slower on GPU; free on CPU)
     verbose: int = 2
+    # Start the output bias at each finding's log-odds in the training split (Lin et al.):
+    # the first step already predicts "rare", so no feature has to learn the prior.
+    prior_bias: bool = True
 
 
 @dataclass(frozen=True)

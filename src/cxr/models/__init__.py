@@ -18,6 +18,8 @@ _WHERE = {
     "set_backbone_trainable": "backbones",
     "apply_head": "heads",
     "head_layers": "heads",
+    "prior_logits": "heads",
+    "set_output_bias": "heads",
     "split_at_features": "heads",
     "ImageNetNormalization": "layers",
     "SpatialSelfAttention": "layers",

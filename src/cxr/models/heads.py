@@ -91,3 +91,32 @@ def apply_head(model: keras.Model, features, training_dropout: bool):
     for layer in head_layers(model):
         x = layer(x, training=training_dropout) if isinstance(layer, layers.Dropout) else layer(x)
     return x
+
+
+def prior_logits(train_labels, epsilon: float = 1e-4):
+    """Per-class log-odds of the positive rate in `train_labels` (n_images, n_labels): the
+    bias b = -log((1 - pi) / pi) of Lin et al. (focal loss, "Initialization"), pi clipped to
+    [epsilon, 1 - epsilon] so that a class without positives gets a finite bias."""
+    import numpy as np
+
+    labels = np.asarray(train_labels, dtype=np.float64)
+    if labels.ndim != 2 or len(labels) == 0:
+        raise ValueError(f"train_labels must be a non-empty (n_images, n_labels) matrix; "
+                         f"got shape {labels.shape}.")
+    prior = np.clip(labels.mean(axis=0), epsilon, 1 - epsilon)
+    return np.log(prior / (1 - prior)).astype(np.float32)
+
+
+def set_output_bias(model: keras.Model, bias) -> None:
+    """Set the bias of `model`'s `predictions` layer (one value per finding), in place.
+
+    Trained from there, the value is part of the saved model's weights.
+    """
+    import numpy as np
+
+    layer = model.get_layer(OUTPUT_LAYER)
+    bias = np.asarray(bias, dtype=np.float32)
+    if bias.shape != tuple(layer.bias.shape):
+        raise ValueError(f"output bias must have shape {tuple(layer.bias.shape)} (one value per "
+                         f"finding); got {bias.shape}.")
+    layer.bias.assign(bias)

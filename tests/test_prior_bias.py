@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from cxr.models import build, prior_logits, set_output_bias
+
+
+def test_prior_logits_are_the_log_odds_of_the_training_prevalence():
+    labels = np.zeros((100, 3))
+    labels[:10, 0] = 1   # 10%
+    labels[:50, 1] = 1   # 50%
+    bias = prior_logits(labels)
+    assert bias[0] == pytest.approx(np.log(0.1 / 0.9), abs=1e-6)
+    assert bias[1] == pytest.approx(0.0, abs=1e-6)
+    assert np.isfinite(bias[2]) and bias[2] < -9  # no positives: clipped, finite, very negative
+
+
+def test_a_prior_biased_model_predicts_the_prevalence_before_training():
+    model = build("simple_cnn", image_size=32)
+    labels = np.zeros((200, 14))
+    for k in range(14):
+        labels[: 2 + 5 * k, k] = 1
+    set_output_bias(model, prior_logits(labels))
+    # Zero images give zero features after the ReLUs only approximately: compare the mean over
+    # noise images, which a bias left at 0 (p = 0.5) would miss by far.
+    images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    mean = np.asarray(model(images, training=False)).mean(axis=0)
+    assert np.allclose(mean, labels.mean(axis=0), atol=0.08)
+
+
+def test_set_output_bias_checks_the_shape():
+    model = build("simple_cnn", image_size=32)
+    with pytest.raises(ValueError, match="one value per finding"):
+        set_output_bias(model, np.zeros(3))
