@@ -215,9 +215,81 @@ def test_html_is_self_contained_and_embeds_figures(tmp_path):
         assert forbidden not in page, forbidden
     images = re.findall(r'<img src="([^"]*)"', page)
     assert len(images) == 3 + 5 * len(MODELS)  # 4 evaluation figures + 1 localize grid each
-    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert all(re.match(r"data:image/(png|webp);base64,", src) for src in images)
     # the tracking URI in the params is still shown, as text
     assert "http&#58;//127.0.0.1:5000" in page
+
+
+def _photo_like(path: Path, width: int, height: int) -> None:
+    """A Grad-CAM-like grid: smooth gray anatomy with grain under a colour heatmap."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    gray = 128 + 90 * np.sin(23 * x) * np.cos(17 * y) + rng.normal(0, 12, (height, width))
+    heat = np.exp(-((x - 0.3) ** 2 + (y - 0.2) ** 2) / 0.01)
+    rgb = np.stack([gray + 120 * heat, gray, gray * (1 - 0.6 * heat)], axis=-1)
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
+
+
+def _chart(path: Path) -> None:
+    """A matplotlib line chart at the figures' print resolution (1650 x 1100 px)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 7.33), dpi=150)
+    axes = figure.add_subplot()
+    rng = np.random.default_rng(3)
+    for label in LABELS:
+        axes.plot(np.sort(rng.random(60)), np.sort(rng.random(60)), label=label)
+    axes.legend(fontsize=7)
+    figure.savefig(path, format="png")
+
+
+def _embedded(page: str, caption_start: str) -> bytes:
+    import base64
+
+    match = re.search(r'<img src="data:image/\w+;base64,([^"]+)" alt="' + re.escape(caption_start),
+                      page)
+    assert match, caption_start
+    return base64.b64decode(match.group(1))
+
+
+def test_html_embeds_large_figures_scaled_and_compressed(tmp_path):
+    """The report stays light: large figures are scaled to 900 px and compressed, and decode."""
+    import io
+
+    context = example_context(tmp_path)
+    grid = Path(context["models"]["fusion"]["figures"]["localize"])
+    _photo_like(grid, 1800, 3600)
+    chart = Path(context["figures"]["auc_comparison"])
+    _chart(chart)
+    assert grid.stat().st_size > 5_000_000 and chart.stat().st_size > 100_000
+    grid_bytes, chart_bytes = grid.read_bytes(), chart.read_bytes()
+
+    _, page = build.build_report(context)
+
+    photo = _embedded(page, "Fusion: Grad-CAM")
+    lines = _embedded(page, "Test ROC-AUC per finding")
+    assert len(photo) < 600_000  # lossy: what a photograph needs
+    assert len(lines) < 120_000
+    assert b"VP8 " in photo[:40]  # lossy WebP for the photograph
+    assert b"VP8L" in lines[:40]  # lossless (palette) WebP keeps the chart's lines and text
+    for data, original in ((photo, grid), (lines, chart)):
+        with Image.open(original) as before, Image.open(io.BytesIO(data)) as after:
+            after.load()
+            assert after.size == (900, round(before.height * 900 / before.width))
+    # the figure files on disk are not touched; the whole page stays small
+    assert grid.read_bytes() == grid_bytes and chart.read_bytes() == chart_bytes
+    assert len(page.encode()) < 1_000_000
+
+
+def test_compact_figure_keeps_small_images_and_refuses_non_images(tmp_path):
+    from cxr.report.images import compact_figure
+
+    small = Path(_tiny_png(tmp_path / "small.png", 1))
+    mime, data = compact_figure(small.read_bytes())
+    assert mime in ("image/png", "image/webp") and len(data) <= small.stat().st_size
+    assert compact_figure(b"not an image") is None
+    with pytest.raises(ValueError, match="max_width"):
+        compact_figure(small.read_bytes(), max_width=0)
 
 
 def test_markdown_references_figures_relative_to_its_folder(tmp_path):
@@ -295,7 +367,7 @@ def test_localization_section_compares_models_per_finding(tmp_path):
     assert [re.sub(r"</?strong>", "", cell) for cell in mass[3::2]] == expected
     assert sum("<strong>" in cell for cell in mass[3::2]) >= 1  # the best is bold
     assert "No boxes scored for: Consolidation, Edema" in section
-    assert section.count("data:image/png;base64,") == len(MODELS)  # one example grid each
+    assert len(re.findall(r"data:image/(png|webp);base64,", section)) == len(MODELS)  # a grid each
     md_section = _md_section(markdown, "localization")
     assert "| Mass | 20 | 0.080 |" in md_section
     assert "feature_map" in md_section and "4.2 ms" in md_section

@@ -26,6 +26,26 @@ def test_default_uri_is_sqlite_under_the_given_root(tmp_path):
     assert tracking.resolve_tracking_uri("http://host:5000", tmp_path) == "http://host:5000"
 
 
+def test_experiment_is_tagged_for_the_model_training_view(tmp_path):
+    """mlflow ui (3.x) opens an experiment on the runs only if its kind says model training."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking.resolve_tracking_uri("", tmp_path)
+    with tracking.start_run(uri, "new", "run", {}, {}, tmp_path / "artifacts"):
+        pass
+    client = MlflowClient(uri)
+    new = client.get_experiment_by_name("new")
+    assert new.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    old_id = client.create_experiment("old")  # made before the tag existed
+    client.set_experiment_tag(old_id, "team", "cxr")
+    with tracking.start_run(uri, "old", "run", {}, {}, tmp_path / "artifacts"):
+        pass
+    tags = client.get_experiment(old_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["team"] == "cxr"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

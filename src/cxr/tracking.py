@@ -21,6 +21,9 @@ from typing import Any
 DEFAULT_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 MAX_PARAM_LENGTH = 6000
+# MLflow 3's UI opens an experiment on the view its kind names; without this tag it guesses
+# (GenAI traces for a new experiment) and the training runs are one click away.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 class TrackingError(RuntimeError):
@@ -111,11 +114,17 @@ def start_run(
     import mlflow  # imported late: ~2 s, and only the stages that track need it
 
     mlflow.set_tracking_uri(tracking_uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
+    existing = mlflow.get_experiment_by_name(experiment)
+    if existing is None:
         location = None
         if not tracking_uri.startswith(("http://", "https://")):
             location = Path(artifact_root).resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
+        mlflow.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
+    else:  # an experiment made before the tag existed, or by hand: tag it, keep other choices
+        for key, value in EXPERIMENT_TAGS.items():
+            if key not in existing.tags:
+                mlflow.MlflowClient(tracking_uri).set_experiment_tag(
+                    existing.experiment_id, key, value)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name, tags=dict(tags)) as active:
         mlflow.log_params({k: _param_value(v) for k, v in params.items()})

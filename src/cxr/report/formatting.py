@@ -175,11 +175,3 @@ def _figure_problem(figure: Figure) -> str:
     if figure.path is None:
         return f"Figure not available: {figure.caption} (no path in the report context)."
     return f"Figure not available: {figure.caption} ({figure.path} does not exist or is empty)."
-
-
-def _image_mime(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    return None

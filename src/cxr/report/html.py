@@ -22,7 +22,8 @@ from cxr.report.document import (
     Table,
     Text,
 )
-from cxr.report.formatting import _figure_file, _figure_problem, _image_mime
+from cxr.report.formatting import _figure_file, _figure_problem
+from cxr.report.images import compact_figure
 
 # The stylesheet lives beside this module as a plain CSS file (package data).
 _CSS = "\n" + files("cxr.report").joinpath("report.css").read_text(encoding="utf-8")
@@ -109,13 +110,14 @@ def _cell_kind(text: str) -> str | None:
 
 def _html_figure(figure: Figure) -> str:
     file = _figure_file(figure.path)
-    data = file.read_bytes() if file is not None else b""
-    mime = _image_mime(data)
     if file is None:
         return f'<p class="note"><strong>Note:</strong> {_esc(_figure_problem(figure))}</p>'
-    if mime is None:
-        problem = f"Figure {figure.path} is not a PNG or JPEG image; not embedded."
+    # scaled and compressed for the page (cxr.report.images); the figure file is left as it is
+    compact = compact_figure(file.read_bytes())
+    if compact is None:
+        problem = f"Figure {figure.path} is not an image that can be read; not embedded."
         return f'<p class="note"><strong>Note:</strong> {_esc(problem)}</p>'
+    mime, data = compact
     encoded = base64.b64encode(data).decode("ascii")
     return (f'<figure><img src="data:{mime};base64,{encoded}" alt="{_esc(figure.caption)}">'
             f"<figcaption>{_esc(figure.caption)}</figcaption></figure>")
