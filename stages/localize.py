@@ -4,8 +4,9 @@ Usage: python stages/localize.py MODEL
 For at most localize.max_images test images that have a lesion box (data.bbox_csv; drawn by
 seed, the same images for every model), explains each box's finding with Grad-CAM
 (`cxr.interpret.gradcam`) and scores the heatmap against the box mapped onto the model's input
-(`cxr.interpret.localization`: pointing game, IoU, chance level). Original image sizes come from
-data.csv. Writes metrics/localize/MODEL.json (per finding and overall, plus the time per
+(`cxr.interpret.localization`: pointing game, IoU, chance level). Boxes are in the pixels of
+the image files (NIH: 1024 px PNGs), so each boxed image's size is read from its PNG header;
+NIH's OriginalImage[Width,Height] (the film's size) is not used. Writes metrics/localize/MODEL.json (per finding and overall, plus the time per
 heatmap) and plots/MODEL/localize_examples.png (example overlays per finding).
 """
 
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from cxr.data.loading import make_dataset
-from cxr.data.nih import read_bbox_list, read_data_entry
+from cxr.data.nih import read_bbox_list
+from cxr.data.prepare import read_sizes
 from cxr.interpret import gradcam as cam
 from cxr.interpret.localization import localization_summary, map_box, score, select_boxes
 from cxr.interpret.overlays import examples_grid
@@ -42,10 +44,11 @@ def main() -> None:
 
     table = pd.read_csv(SPLIT, dtype={"path": str}, keep_default_na=False)
     test = table[table["split"] == "test"].set_index("Image Index")
-    sizes = read_data_entry(params.data.csv).reset_index(drop=True)
     all_boxes = read_bbox_list(params.data.bbox_csv)
-    boxes = select_boxes(all_boxes, test.index, sizes, settings.max_images, params.seed)
     candidates = all_boxes.loc[all_boxes["Image Index"].isin(set(test.index)), "Image Index"]
+    boxed = sorted(set(candidates))
+    sizes = read_sizes(boxed, test.loc[boxed, "path"])  # header reads: no decoding
+    boxes = select_boxes(all_boxes, test.index, sizes, settings.max_images, params.seed)
 
     # One heatmap per (image, finding): an image may hold several boxes of one finding.
     pairs = boxes[["Image Index", "Finding Label"]].drop_duplicates().reset_index(drop=True)
