@@ -29,7 +29,8 @@ class ParamsError(ValueError):
 class DataParams:
     source: Literal["phantoms", "nih"] = "phantoms"
     csv: str = "data/raw/phantoms/Data_Entry_2017.csv"
-    images_dir: str = "data/raw/phantoms/images"
+    # searched recursively: the download (and the phantoms) nest images_001/images/*.png
+    images_dir: str = "data/raw/phantoms"
     bbox_csv: str = "data/raw/phantoms/BBox_List_2017.csv"
     # false = labels-only: ingest/sample/split read the CSV alone (plan splits before the
     # 45 GB download has finished). Training needs the images.
