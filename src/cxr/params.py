@@ -98,6 +98,14 @@ class PipelineParams:
 
 
 @dataclass(frozen=True)
+class PrepareParams:
+    """The prepare stage: every image decoded and resized once (cxr.data.prepare)."""
+
+    # Decoding threads; the store's bytes do not depend on it.
+    processes: int = 2
+
+
+@dataclass(frozen=True)
 class TrainParams:
     """Settings shared by every model's training."""
 
@@ -174,6 +182,7 @@ class Params:
     sample: SampleParams = field(default_factory=SampleParams)
     split: SplitParams = field(default_factory=SplitParams)
     pipeline: PipelineParams = field(default_factory=PipelineParams)
+    prepare: PrepareParams = field(default_factory=PrepareParams)
     train: TrainParams = field(default_factory=TrainParams)
     loss: LossParams = field(default_factory=LossParams)
     models: dict[str, ModelParams] = field(default_factory=dict)
@@ -303,6 +312,8 @@ def validate(params: Params, source: str = "params") -> None:
     for key in ("batch_size", "parallel_calls", "prefetch", "shuffle_buffer"):
         if getattr(params.pipeline, key) < 1:
             fail(f"pipeline.{key}", getattr(params.pipeline, key), "a positive integer")
+    if params.prepare.processes < 1:
+        fail("prepare.processes", params.prepare.processes, "at least 1")
     if params.train.verbose not in (0, 1, 2):
         fail("train.verbose", params.train.verbose, "0, 1 or 2")
     if not 0 <= params.loss.alpha <= 1:
