@@ -25,6 +25,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
+from cxr.data.nih import find_images
 from cxr.data.phantoms import PhantomConfig, generate_phantoms
 from cxr.labels import LABELS, encode
 
@@ -35,9 +36,10 @@ def read_dataset(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(16x16 thumbnails flattened, published multi-hot labels, patient ids)."""
     with open(data_dir / "Data_Entry_2017.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))[1:]  # 9 header names, 11 fields a row: go by position
+    paths = find_images(data_dir)  # nested like the download: images_001/images/...
     thumbnails, labels, patients = [], [], []
     for row in rows:
-        with Image.open(data_dir / "images" / row[0]) as image:
+        with Image.open(paths[row[0]]) as image:
             small = image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
         thumbnails.append(np.asarray(small, dtype=np.float32).ravel() / 255)
         labels.append(encode(row[1]))

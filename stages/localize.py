@@ -5,10 +5,11 @@ Usage: python stages/localize.py MODEL --split CSV --model-dir DIR --data-entry 
 For at most localize.max_images test images that have a lesion box (the box file; drawn by
 seed, the same images for every model), explains each box's finding with Grad-CAM
 (`cxr.interpret.gradcam`) and scores the heatmap against the box mapped onto the model's input
-(`cxr.interpret.localization`: pointing game, IoU, chance level). Original image sizes come from
-the Data_Entry CSV; the explained layer, input size and label order from the model's
-metadata.json. Writes the localize metrics JSON (per finding and overall, plus the time per
-heatmap) and the example overlays PNG.
+(`cxr.interpret.localization`: pointing game, IoU, chance level). Boxes are in the pixels of
+the image files (NIH: 1024 px PNGs), so each boxed image's size is read from its PNG header
+(NIH's OriginalImage[Width,Height] is the film's size, not the PNG's); the explained layer,
+input size and label order come from the model's metadata.json. Writes the localize metrics
+JSON (per finding and overall, plus the time per heatmap) and the example overlays PNG.
 """
 
 import time
@@ -19,7 +20,8 @@ import numpy as np
 
 import cxr.models.layers  # noqa: F401  (registers the custom layers before loading)
 from cxr.data.loading import make_dataset
-from cxr.data.nih import read_bbox_list, read_data_entry
+from cxr.data.nih import read_bbox_list
+from cxr.data.prepare import read_sizes
 from cxr.interpret import gradcam as cam
 from cxr.interpret.localization import localization_summary, map_box, score, select_boxes
 from cxr.interpret.overlays import examples_grid
@@ -43,10 +45,11 @@ def main() -> None:
 
     table = read_table(args.split)
     test = table[table["split"] == "test"].set_index("Image Index")
-    sizes = read_data_entry(args.data_entry).reset_index(drop=True)
     all_boxes = read_bbox_list(args.bbox)
-    boxes = select_boxes(all_boxes, test.index, sizes, settings.max_images, params.seed)
     candidates = all_boxes.loc[all_boxes["Image Index"].isin(set(test.index)), "Image Index"]
+    boxed = sorted(set(candidates))
+    sizes = read_sizes(boxed, test.loc[boxed, "path"])  # header reads: no decoding
+    boxes = select_boxes(all_boxes, test.index, sizes, settings.max_images, params.seed)
 
     # One heatmap per (image, finding): an image may hold several boxes of one finding.
     pairs = boxes[["Image Index", "Finding Label"]].drop_duplicates().reset_index(drop=True)

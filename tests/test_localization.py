@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from cxr.data.nih import read_bbox_list
+from cxr.data.nih import read_bbox_list, read_data_entry
+from cxr.data.prepare import read_sizes
 from cxr.interpret.localization import (
     box_fraction,
     box_mask,
@@ -44,7 +46,7 @@ def test_box_mapping_scales_x_and_y_independently():
     ((0, 0, 0, 5), (10, 10), 8, "positive width"),
     ((0, 0, np.nan, 5), (10, 10), 8, "finite"),
     ((0, 0, 1), (10, 10), 8, "four finite numbers"),
-    ((0, 0, 1, 1), (0, 10), 8, "original_size"),
+    ((0, 0, 1, 1), (0, 10), 8, "image_size"),
     ((0, 0, 1, 1), (10, 10), (8, 8, 8), "input_size"),
 ])
 def test_box_mapping_rejects_bad_input(box, original, size, match):
@@ -138,28 +140,59 @@ def test_nih_box_file_with_its_quirks_parses_and_maps(tmp_path):
     mapped = map_box((first["x"], first["y"], first["w"], first["h"]), (1024, 1024), 224)
     assert mapped == pytest.approx((49.2373, 119.6605, 18.9830, 17.3220), abs=1e-3)
 
+    # Sizes are the PNG files' own (all 1024 px in NIH), never OriginalImage (the film's size).
     sizes = pd.DataFrame({"Image Index": ["00013118_008.png", "00014716_007.png",
                                           "00029817_009.png"],
-                          "OriginalImage Width": [1024, 2048, 1024],
-                          "OriginalImage Height": [1024, 2500, 1024]})
+                          "width": [1024, 1024, 1024], "height": [1024, 1024, 1024]})
     test_images = ["00014716_007.png", "00013118_008.png", "99999999_000.png"]
     chosen = select_boxes(boxes, test_images, sizes, max_images=10, seed=0)
     assert chosen["Image Index"].tolist() == ["00013118_008.png", "00014716_007.png",
                                               "00014716_007.png"]  # by name, then file order
     assert chosen["Finding Label"].tolist() == ["Atelectasis", "Infiltration", "Nodule"]
-    assert chosen[["width", "height"]].to_numpy().tolist() == [[1024, 1024], [2048, 2500],
-                                                               [2048, 2500]]
+    assert chosen[["width", "height"]].to_numpy().tolist() == [[1024, 1024]] * 3
     nodule = chosen.iloc[2]
     assert map_box(nodule[["x", "y", "w", "h"]], (nodule["width"], nodule["height"]), 64) == \
-        pytest.approx((16, 6.5536, 2, 0.8192))
+        pytest.approx((32, 16, 4, 2))
+    with pytest.raises(ValueError, match="lacks column"):
+        select_boxes(boxes, test_images, sizes.rename(columns={"width": "OriginalImage Width"}),
+                     max_images=10, seed=0)
+
+
+def test_nih_like_box_lands_where_drawn_whatever_the_film_size(tmp_path):
+    """A 1024 px PNG of a 2500 x 2048 film: the box is in PNG pixels and maps by 1024."""
+    image = np.zeros((1024, 1024), np.uint8)
+    image[256:512, 640:768] = 255  # the lesion: x 640..768, y 256..512 in PNG pixels
+    name = "00000001_000.png"
+    Image.fromarray(image).save(tmp_path / name)
+    entry = tmp_path / "Data_Entry_2017.csv"
+    entry.write_text("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,"
+                     "Patient Gender,View Position,OriginalImage[Width,Height],"
+                     "OriginalImagePixelSpacing[x,y]\n"
+                     f"{name},Mass,0,1,58,M,PA,2500,2048,0.143,0.143\n")
+    (tmp_path / "BBox_List_2017.csv").write_text(
+        f"Image Index,Finding Label,Bbox [x,y,w,h],,,\n{name},Mass,640,256,128,256,,,\n")
+    boxes = read_bbox_list(tmp_path / "BBox_List_2017.csv")
+    film = read_data_entry(entry).iloc[0]
+    assert (film["OriginalImage Width"], film["OriginalImage Height"]) == (2500, 2048)
+    sizes = read_sizes([name], [tmp_path / name])
+    assert sizes[["width", "height"]].to_numpy().tolist() == [[1024, 1024]]
+    box = select_boxes(boxes, [name], sizes, max_images=5, seed=0).iloc[0]
+    mapped = map_box(box[["x", "y", "w", "h"]], (box["width"], box["height"]), 64)
+    assert mapped == pytest.approx((40, 16, 8, 16))
+    # The lesion's pixels on a 64 px input (block average of the 1024 px image, 16 px per pixel)
+    small = image.reshape(64, 16, 64, 16).mean(axis=(1, 3))
+    assert (box_mask(mapped, (64, 64)) == (small > 0)).all()
+    # The old mapping by OriginalImage put it far off, towards the top-left.
+    wrong = map_box(box[["x", "y", "w", "h"]], (2500, 2048), 64)
+    assert not box_mask(wrong, (64, 64))[small > 0].any()
 
 
 def test_select_boxes_caps_images_deterministically():
     boxes = pd.DataFrame({"Image Index": [f"{i:08d}_000.png" for i in range(20)] * 2,
                           "Finding Label": ["Mass"] * 20 + ["Nodule"] * 20,
                           "x": 1.0, "y": 1.0, "w": 2.0, "h": 2.0})
-    sizes = pd.DataFrame({"Image Index": boxes["Image Index"].unique(),
-                          "OriginalImage Width": 64, "OriginalImage Height": 64})
+    sizes = pd.DataFrame({"Image Index": boxes["Image Index"].unique(), "width": 64,
+                          "height": 64})
     images = boxes["Image Index"].unique()
     first = select_boxes(boxes, images, sizes, max_images=5, seed=3)
     again = select_boxes(boxes, images, sizes, max_images=5, seed=3)
@@ -167,5 +200,5 @@ def test_select_boxes_caps_images_deterministically():
     assert first["Image Index"].nunique() == 5 and len(first) == 10  # both boxes per image
     other = select_boxes(boxes, images, sizes, max_images=5, seed=4)
     assert set(other["Image Index"]) != set(first["Image Index"])
-    with pytest.raises(ValueError, match="no original size"):
+    with pytest.raises(ValueError, match="no image size"):
         select_boxes(boxes, images, sizes.iloc[:3], max_images=50, seed=0)

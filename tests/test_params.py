@@ -41,6 +41,7 @@ def test_defaults_equal_an_empty_file():
         ({"loss": {"name": "mse"}}, "loss.name = .mse.; allowed"),
         ({"train": {"strategy": "tpu"}}, "train.strategy = .tpu."),
         ({"mc_dropout": {"passes": 1}}, "mc_dropout.passes = 1"),
+        ({"prepare": {"processes": 0}}, "prepare.processes = 0; expected at least 1"),
         ({"evaluate": {"n_bootstrap": 10}}, "unknown key evaluate.n_bootstrap"),
     ],
 )

@@ -66,18 +66,23 @@ def test_data_entry_has_the_nih_v2020_layout(dataset):
         assert int(match.group(1)) == int(patient) and int(match.group(2)) == int(follow_up)
         assert decode(encode(labels)) == labels  # valid names, canonical order, or No Finding
         assert 1 <= int(age) <= 99 and gender in {"M", "F"} and view in {"PA", "AP"}
-        assert (int(width), int(height)) == (SMALL.image_size, SMALL.image_size)
-        assert float(sx) == float(sy) > 0
+        # The film's size, like NIH's (over 1024 px), never the PNG's
+        assert 2021 <= int(width) <= 3056 and 2021 <= int(height) <= 3056
+        assert 0.115 <= float(sx) == float(sy) <= 0.199
     assert [row[0] for row in rows] == sorted(row[0] for row in rows)
+    patients = [int(row[3]) for row in rows]
+    assert patients == sorted(patients)  # patient order, as NIH's rows
     assert len({row[3] for row in rows}) == SMALL.n_patients
 
 
 def test_images_are_8bit_grayscale_of_the_configured_size(dataset):
     out, _, _ = dataset
     names = [row[0] for row in _rows(out / "Data_Entry_2017.csv")[1:]]
-    assert sorted(p.name for p in (out / "images").iterdir()) == names
+    folder = out / "images_001" / "images"
+    assert sorted(p.name for p in folder.iterdir()) == names
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["images_001"]
     for name in names[:: max(1, len(names) // 25)]:
-        with Image.open(out / "images" / name) as image:
+        with Image.open(folder / name) as image:
             assert image.format == "PNG" and image.mode == "L"
             assert image.size == (SMALL.image_size, SMALL.image_size)
 
@@ -151,8 +156,9 @@ def _snapshot(out: Path) -> dict[str, bytes]:
 def test_same_config_gives_byte_identical_files_whatever_the_workers(dataset, tmp_path):
     out, _, _ = dataset
     again = tmp_path / "again"
-    (again / "images").mkdir(parents=True)
-    (again / "images" / "99999999_000.png").write_bytes(b"stale")  # an older, larger run
+    (again / "images").mkdir(parents=True)  # an older, larger run with the flat layout
+    (again / "images" / "99999999_000.png").write_bytes(b"stale")
+    (again / "images" / "00000001_000.png").write_bytes(b"stale")
     generate_phantoms(again, dataclasses.replace(SMALL, processes=2), progress=None)
     assert _snapshot(again) == _snapshot(out)
 
@@ -163,8 +169,8 @@ def test_another_seed_gives_another_dataset(dataset, tmp_path):
     generate_phantoms(other, dataclasses.replace(SMALL, seed=4), progress=None)
     assert (other / "Data_Entry_2017.csv").read_bytes() != \
         (out / "Data_Entry_2017.csv").read_bytes()
-    first = (out / "images" / "00000001_000.png").read_bytes()
-    assert (other / "images" / "00000001_000.png").read_bytes() != first
+    first = (out / "images_001/images/00000001_000.png").read_bytes()
+    assert (other / "images_001/images/00000001_000.png").read_bytes() != first
 
 
 # ---- label statistics (planning only: no pixels, so large configs stay fast) -------------------
@@ -329,3 +335,38 @@ def test_render_rejects_unknown_findings_and_views():
         render_image(np.random.default_rng(0), ["Infiltrate"], anatomy, 64)
     with pytest.raises(ValueError, match="LL"):
         render_image(np.random.default_rng(0), [], anatomy, 64, view="LL")
+
+
+def test_images_are_nested_like_the_download_and_ingest_finds_them(tmp_path):
+    from cxr.data.nih import build_label_table
+
+    config = dataclasses.replace(SMALL, n_patients=12, images_per_folder=10)
+    summary = generate_phantoms(tmp_path, config, progress=None)
+    pngs = sorted(tmp_path.rglob("*.png"))
+    folders = sorted({p.parent.relative_to(tmp_path).as_posix() for p in pngs})
+    n_folders = -(-summary["images"] // 10)
+    assert folders == [f"images_{i:03d}/images" for i in range(1, n_folders + 1)]
+    assert n_folders >= 2
+    # Name order across folders: the first 10 names in images_001, and so on.
+    assert [p.name for p in pngs] == sorted(p.name for p in pngs)
+    assert len(list((tmp_path / "images_001" / "images").iterdir())) == 10
+    table = build_label_table(tmp_path / "Data_Entry_2017.csv", tmp_path)
+    assert len(table) == summary["images"]
+    assert table["path"].str.contains("/images_00[0-9]/images/").all()
+
+
+def test_film_sizes_follow_nih_and_leave_the_images_alone():
+    from cxr.data.phantoms.film import NIH_FILM_SIZES, draw_films
+
+    sizes, spacing = draw_films(0, 20_000)
+    common = {tuple(s) for s in NIH_FILM_SIZES}
+    share = np.mean([tuple(s) in common for s in sizes.tolist()])
+    assert share == pytest.approx(1 - 22_154 / 112_120, abs=0.02)
+    assert np.mean([tuple(s) == (2500, 2048) for s in sizes.tolist()]) == \
+        pytest.approx(37_153 / 112_120, abs=0.02)
+    assert np.median(spacing) == pytest.approx(0.143, abs=0.001)
+    assert np.quantile(spacing, 0.05) == pytest.approx(0.139, abs=0.002)
+    assert np.quantile(spacing, 0.95) == pytest.approx(0.194, abs=0.003)
+    assert (sizes > 1024).all()
+    again = draw_films(0, 20_000)
+    assert (again[0] == sizes).all() and (again[1] == spacing).all()

@@ -29,7 +29,8 @@ class ParamsError(ValueError):
 class DataParams:
     source: Literal["phantoms", "nih"] = "phantoms"
     csv: str = "data/raw/phantoms/Data_Entry_2017.csv"
-    images_dir: str = "data/raw/phantoms/images"
+    # searched recursively: the download (and the phantoms) nest images_001/images/*.png
+    images_dir: str = "data/raw/phantoms"
     bbox_csv: str = "data/raw/phantoms/BBox_List_2017.csv"
     # false = labels-only: ingest/sample/split read the CSV alone (plan splits before the
     # 45 GB download has finished). Training needs the images.
@@ -94,6 +95,14 @@ class PipelineParams:
     parallel_calls: int = 2
     prefetch: int = 2
     shuffle_buffer: int = 2048
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """The prepare stage: every image decoded and resized once (cxr.data.prepare)."""
+
+    # Decoding threads; the store's bytes do not depend on it.
+    processes: int = 2
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,7 @@ class Params:
     sample: SampleParams = field(default_factory=SampleParams)
     split: SplitParams = field(default_factory=SplitParams)
     pipeline: PipelineParams = field(default_factory=PipelineParams)
+    prepare: PrepareParams = field(default_factory=PrepareParams)
     train: TrainParams = field(default_factory=TrainParams)
     loss: LossParams = field(default_factory=LossParams)
     models: dict[str, ModelParams] = field(default_factory=lambda: dict(DEFAULT_MODELS))
@@ -322,6 +332,8 @@ def validate(params: Params, source: str = "params") -> None:
     for key in ("batch_size", "parallel_calls", "prefetch", "shuffle_buffer"):
         if getattr(params.pipeline, key) < 1:
             fail(f"pipeline.{key}", getattr(params.pipeline, key), "a positive integer")
+    if params.prepare.processes < 1:
+        fail("prepare.processes", params.prepare.processes, "at least 1")
     if params.train.verbose not in (0, 1, 2):
         fail("train.verbose", params.train.verbose, "0, 1 or 2")
     if not 0 <= params.loss.alpha <= 1:

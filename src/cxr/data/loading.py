@@ -8,8 +8,16 @@ raw pixels wherever it is used.
 Two CPU lessons are baked in:
 - Autotune is off and parallelism/prefetch are explicit: with autotuned pipelines, fit/predict
   were seen to stall for seconds at the end of a call on a 2-core machine.
-- Decoding a 1024 px PNG costs far more than the whole small-image step; `cache` stores the
-  resized uint8 images (in memory or in tf.data cache files) so only the first epoch decodes.
+- Decoding a 1024 px PNG costs far more than the whole small-image step. Training and
+  evaluation read the prepared store (`cxr.data.prepare`: every image decoded and resized once)
+  through :func:`make_dataset_from_store`; :func:`make_dataset` decodes files (with an optional
+  resize `cache`) for `cxr predict` on arbitrary images.
+
+Shuffling. NIH's rows (and so the split tables) are in patient order; a `shuffle` buffer of a
+few thousand *images* then trains on a sliding window of patients. The store pipeline shuffles
+the integer row positions of the whole split instead (a buffer of len(split) ints, a few
+hundred kB even for NIH, not images) with a fresh seeded permutation every epoch, and only then
+gathers the images of each batch.
 """
 
 from __future__ import annotations
@@ -113,6 +121,77 @@ def make_dataset(
     to_float = _to_float if labels is not None else (lambda x: tf.cast(x, tf.float32))
     dataset = dataset.map(to_float, num_parallel_calls=parallel_calls, deterministic=True)
     if training and augmentation is not None:
+        augment = augmentation_model(augmentation, seed)
+        dataset = dataset.map(lambda x, y: (augment(x, training=True), y),
+                              num_parallel_calls=1, deterministic=True)
+    dataset = dataset.prefetch(prefetch)
+    return dataset.with_options(_options(parallel_calls))
+
+
+def make_dataset_from_store(
+    images: np.ndarray,
+    rows: Sequence[int] | np.ndarray,
+    labels: np.ndarray | None,
+    batch_size: int,
+    training: bool = False,
+    augmentation: Augmentation | None = None,
+    seed: int = 0,
+    parallel_calls: int = 2,
+    prefetch: int = 2,
+) -> tf.data.Dataset:
+    """Batches of (images float32 0-255 RGB, labels float32) from a prepared uint8 gray store.
+
+    Args:
+        images: (count, size, size) uint8, e.g. ``open_store(...).images`` (a memmap: only the
+            rows of each batch are read; pass ``np.asarray(...)`` to hold a small store in RAM).
+        rows: the store row of each example (``ImageStore.rows_for(split["Image Index"])``).
+        labels: (len(rows), n_classes) aligned with ``rows``, or None for images alone.
+        training: True = global shuffle (a new seeded permutation of all of ``rows`` each
+            epoch: the buffer holds len(rows) ints) and augmentation; False keeps the order of
+            ``rows``, so predictions line up with them.
+        augmentation: Keras preprocessing layers (:func:`augmentation_model`), training only.
+
+    Gray is expanded to 3 equal channels on the fly, as the models expect raw 0-255 RGB.
+    """
+    images = np.asarray(images) if not isinstance(images, np.memmap) else images
+    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"make_dataset_from_store: images is {images.dtype} {images.shape}; "
+                         f"expected uint8 (count, size, size)")
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or len(rows) == 0:
+        raise ValueError(f"make_dataset_from_store: rows has shape {rows.shape}; expected a "
+                         f"non-empty 1-D array of store rows")
+    if rows.min() < 0 or rows.max() >= len(images):
+        bad = int(rows[(rows < 0) | (rows >= len(images))][0])
+        raise ValueError(f"make_dataset_from_store: row {bad} is outside the store's "
+                         f"{len(images)} images")
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.ndim != 2 or labels.shape[0] != len(rows):
+            raise ValueError(f"make_dataset_from_store: labels has shape {labels.shape}; "
+                             f"expected ({len(rows)}, n_classes) to match rows")
+    size = images.shape[1]
+
+    def gather(positions: np.ndarray) -> np.ndarray:
+        return np.asarray(images[rows[positions]])
+
+    def load(positions):
+        batch = tf.numpy_function(gather, [positions], tf.uint8, stateful=False)
+        batch.set_shape([None, size, size])
+        rgb = tf.image.grayscale_to_rgb(tf.cast(batch, tf.float32)[..., None])
+        if labels is None:
+            return rgb
+        return rgb, tf.gather(labels_tensor, positions)
+
+    labels_tensor = None if labels is None else tf.constant(labels)
+    dataset = tf.data.Dataset.range(len(rows))
+    if training:
+        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(load, num_parallel_calls=parallel_calls,
+                                            deterministic=True)
+    if training and augmentation is not None:
+        if labels is None:
+            raise ValueError("make_dataset_from_store: augmentation needs labels (training)")
         augment = augmentation_model(augmentation, seed)
         dataset = dataset.map(lambda x, y: (augment(x, training=True), y),
                               num_parallel_calls=1, deterministic=True)

@@ -7,10 +7,17 @@ Geometry. A box is ``(x, y, w, h)`` in pixels with the origin at the image's top
 pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``, so its centre is
 ``(col + 0.5, row + 0.5)``. A pixel belongs to a box when its centre lies inside the box
 (half-open, ``x <= cx < x + w``); a box too thin to hold any centre still holds the pixel that
-contains its own centre, so every box has at least one pixel. Boxes come in original-image
-pixels (NIH: the 1024 px films; phantoms: the PNG size); :func:`map_box` maps them onto the
-model's input, which the pipeline squashes to a square without keeping the aspect ratio
-(``cxr.data.loading.decode_and_resize``), so x and y scale independently.
+contains its own centre, so every box has at least one pixel. Boxes come in the pixels of the
+image *file* they were drawn on (NIH: the 1024 x 1024 PNGs; phantoms: their PNG size);
+:func:`map_box` maps them onto the model's input, which the pipeline squashes to a square
+without keeping the aspect ratio (``cxr.data.loading.decode_and_resize``), so x and y scale
+independently.
+
+NIH's ``OriginalImage[Width,Height]`` is *not* that size: it is the scanned film's size (2500 x
+2048, 2992 x 2991, ...) before NIH resized every film to 1024 x 1024, while ``BBox_List_2017``
+is in the 1024 px PNG's pixels (every box fits in 1024 x 1024). Scaling boxes by it shrinks
+them 2-3x towards the top-left corner. The size used here is the PNG's own, read from its
+header (:func:`cxr.data.prepare.read_size`).
 
 Scores, one heatmap and one box at a time:
 
@@ -68,23 +75,23 @@ def _check_box(box, name: str = "box") -> Box:
     return values  # type: ignore[return-value]
 
 
-def map_box(box_xywh: Sequence[float], original_size, input_size) -> Box:
-    """A box in original-image pixels -> the same box on the model's input.
+def map_box(box_xywh: Sequence[float], image_size, input_size) -> Box:
+    """A box in the image file's pixels -> the same box on the model's input.
 
     Args:
-        box_xywh: ``(x, y, w, h)`` in pixels of the original image.
-        original_size: the original image's ``(width, height)`` (NIH's
-            ``OriginalImage[Width,Height]``), or one number for a square image.
+        box_xywh: ``(x, y, w, h)`` in pixels of the image file (NIH: the 1024 px PNG).
+        image_size: that file's ``(width, height)`` in pixels (its PNG header; *not* NIH's
+            ``OriginalImage[Width,Height]``, the film's size), or one number for a square image.
         input_size: the model's input side (the pipeline resizes to a square), or a
             ``(width, height)`` pair.
 
-    x and w scale by ``input_width / original_width``, y and h by
-    ``input_height / original_height``: the pipeline squashes, it does not letterbox.
+    x and w scale by ``input_width / image_width``, y and h by
+    ``input_height / image_height``: the pipeline squashes, it does not letterbox.
     """
     x, y, w, h = _check_box(box_xywh, "box_xywh")
-    original_w, original_h = _size_pair(original_size, "original_size")
+    image_w, image_h = _size_pair(image_size, "image_size")
     input_w, input_h = _size_pair(input_size, "input_size")
-    scale_x, scale_y = input_w / original_w, input_h / original_h
+    scale_x, scale_y = input_w / image_w, input_h / image_h
     return (x * scale_x, y * scale_y, w * scale_x, h * scale_y)
 
 
@@ -232,27 +239,32 @@ def localization_summary(records: Iterable[Mapping], labels: Sequence[str] = LAB
     return {"per_finding": per_finding, "overall": overall}
 
 
-SIZE_COLUMNS = ("OriginalImage Width", "OriginalImage Height")
+SIZE_COLUMNS = ("width", "height")
 
 
-def select_boxes(boxes: pd.DataFrame, images: Iterable[str], original_sizes: pd.DataFrame,
+def select_boxes(boxes: pd.DataFrame, images: Iterable[str], image_sizes: pd.DataFrame,
                  max_images: int, seed: int) -> pd.DataFrame:
     """The boxes to score: those of at most ``max_images`` of ``images``, drawn by ``seed``.
 
     Args:
         boxes: ``cxr.data.nih.read_bbox_list`` output (Image Index, Finding Label, x, y, w, h).
         images: the image names eligible (the test split).
-        original_sizes: Image Index and ``OriginalImage Width`` / ``Height`` (from
-            ``cxr.data.nih.read_data_entry``) of at least the chosen images.
+        image_sizes: ``Image Index``, ``width``, ``height``: the size in pixels of each image
+            *file* the boxes were drawn on (``cxr.data.prepare.read_size``), for at least the
+            chosen images. Not NIH's ``OriginalImage[Width,Height]`` (see the module doc).
         max_images: cap on the images scored; when more are eligible, a seeded draw without
             replacement picks them (the same for every model).
         seed: seed of that draw.
 
     Returns:
-        The chosen boxes sorted by image name then file order, with the original size
-        appended as columns ``width`` and ``height``; a fresh 0..n-1 index.
+        The chosen boxes sorted by image name then file order, with the file's size appended
+        as columns ``width`` and ``height``; a fresh 0..n-1 index.
     """
     check_int(max_images, "max_images", min_val=1, type_error=ValueError)
+    absent = [c for c in ("Image Index", *SIZE_COLUMNS) if c not in image_sizes.columns]
+    if absent:
+        raise ValueError(f"image_sizes lacks column(s) {absent}; expected Image Index, width, "
+                         f"height (the image file's pixels).")
     eligible = boxes[boxes["Image Index"].isin(set(images))]
     names = np.array(sorted(eligible["Image Index"].unique()), dtype=object)
     if len(names) > max_images:
@@ -260,10 +272,10 @@ def select_boxes(boxes: pd.DataFrame, images: Iterable[str], original_sizes: pd.
         names = names[np.sort(chosen)]
     chosen_boxes = eligible[eligible["Image Index"].isin(set(names))]
     chosen_boxes = chosen_boxes.sort_values("Image Index", kind="mergesort").reset_index(drop=True)
-    sizes = original_sizes.drop_duplicates("Image Index").set_index("Image Index")
+    sizes = image_sizes.drop_duplicates("Image Index").set_index("Image Index")
     missing = sorted(set(names) - set(sizes.index))
     if missing:
-        raise ValueError(f"no original size for {len(missing)} image(s) with a box, e.g. "
-                         f"{missing[0]!r}: the image list (Data_Entry) must hold every boxed image.")
+        raise ValueError(f"no image size for {len(missing)} image(s) with a box, e.g. "
+                         f"{missing[0]!r}: image_sizes must hold every boxed image.")
     found = sizes.loc[chosen_boxes["Image Index"], list(SIZE_COLUMNS)].to_numpy()
     return chosen_boxes.assign(width=found[:, 0], height=found[:, 1])

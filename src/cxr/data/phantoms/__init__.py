@@ -10,12 +10,16 @@ Files written under ``out_dir``:
 
 * ``Data_Entry_2017.csv``: the NIH v2020 columns. ``Finding Labels`` are the *published*
   labels: the drawn truth with ``label_noise`` applied (NIH labels were text-mined from
-  reports, so they are noisy too). ``OriginalImage[Width,Height]`` is the PNG size, so boxes
-  map 1:1 onto the PNGs; the pixel spacing is the NIH detector's field of view divided by it.
+  reports, so they are noisy too). Rows are in patient order, as NIH's.
+  ``OriginalImage[Width,Height]`` and ``OriginalImagePixelSpacing[x,y]`` are drawn like NIH's
+  (the scanned film's size, 2500 x 2048 and so on; ``film.py``), never the PNG's size: code
+  must take image sizes from the image files, as it must on the real data.
 * ``BBox_List_2017.csv``: the NIH box file's format and quirks (``Bbox [x,y,w,h]`` split over
   four fields, three trailing empty fields, ``Infiltrate`` for Infiltration), with one box for
   every *drawn* finding (truth, not the noisy labels). Boxes are in PNG pixels.
-* ``images/PPPPPPPP_FFF.png``: 8-bit grayscale, ``image_size`` square.
+* ``images_001/images/PPPPPPPP_FFF.png``, ``images_002/images/...``: nested like the download,
+  ``images_per_folder`` files a folder in name order; 8-bit grayscale, ``image_size`` square.
+  Point ``data.images_dir`` at ``out_dir`` itself (``cxr.data.nih.find_images`` walks it).
 * ``phantom_truth.csv`` (not an NIH file; the NIH reader never opens it): ``Image Index`` and
   the drawn ``Finding Labels`` without label noise, for tests and Grad-CAM checks.
 

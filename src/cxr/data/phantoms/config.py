@@ -35,6 +35,9 @@ class PhantomConfig:
     ap_fraction: float = NIH_AP_FRACTION
     # Parallel rendering workers (threads); the output does not depend on it.
     processes: int = 1
+    # PNGs per folder, nested like the download (images_001/images/*.png, ...). NIH's archives
+    # hold 4,999 (images_001), 10,000 (002-011) and 7,121 (012) images; we use one size.
+    images_per_folder: int = 10_000
 
     def __post_init__(self) -> None:
         _int("n_patients", self.n_patients, 1)
@@ -57,6 +60,7 @@ class PhantomConfig:
                 or not 0 < low_high[0] <= low_high[1] <= 2):
             _fail("strength_range", low_high, "a pair (low, high) with 0 < low <= high <= 2")
         _int("processes", self.processes, 1)
+        _int("images_per_folder", self.images_per_folder, 1)
 
     @property
     def floor(self) -> int:

@@ -43,8 +43,7 @@ NIH_AP_FRACTION = 44_810 / NIH_IMAGES
 NIH_MALE_FRACTION = 63_340 / NIH_IMAGES
 # Age: mean 46.6 years, 5th/95th percentiles 18/72 -> a normal with sd ~16.5 fits both tails.
 NIH_AGE_MEAN, NIH_AGE_SD = 46.6, 16.5
-# NIH films are ~2500-3000 px at ~0.143 mm: a ~430 mm field of view.
-NIH_FIELD_OF_VIEW_MM = 430.0
+# Film sizes and pixel spacing (the OriginalImage columns): cxr.data.phantoms.film.
 
 DATA_ENTRY_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,"
                      "Patient Gender,View Position,OriginalImage[Width,Height],"
@@ -60,3 +59,4 @@ DEFAULT_MIN_POSITIVES = 30
 
 # Independent random streams, so that e.g. changing label noise never moves a lesion.
 _STREAM_PLAN, _STREAM_NOISE, _STREAM_ANATOMY, _STREAM_IMAGE = 0, 1, 2, 3
+_STREAM_FILM = 4  # film sizes and pixel spacing (film.py), added later: moved nothing else

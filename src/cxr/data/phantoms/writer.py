@@ -13,6 +13,7 @@ from PIL import Image
 
 from cxr.data.phantoms.anatomy import patient_anatomy
 from cxr.data.phantoms.config import PhantomConfig
+from cxr.data.phantoms.film import draw_films
 from cxr.data.phantoms.plan import PlannedImage, plan_dataset
 from cxr.data.phantoms.reference import (
     _STREAM_IMAGE,
@@ -20,7 +21,6 @@ from cxr.data.phantoms.reference import (
     BBOX_SPELLING,
     DATA_ENTRY_HEADER,
     IMAGE_NAME,
-    NIH_FIELD_OF_VIEW_MM,
     TRUTH_HEADER,
 )
 from cxr.data.phantoms.render import render_image
@@ -85,10 +85,17 @@ def _joined(names: tuple[str, ...]) -> str:
     return "|".join(names) if names else NO_FINDING
 
 
-def _data_entry_rows(plan: list[PlannedImage], size: int) -> list[str]:
-    spacing = f"{NIH_FIELD_OF_VIEW_MM / size:.3f}"
+def _data_entry_rows(plan: list[PlannedImage], seed: int) -> list[str]:
+    """Rows in plan order (patient order, as NIH's). OriginalImage = the film, not the PNG."""
+    sizes, spacing = draw_films(seed, len(plan))
     return [f"{p.image_index},{_joined(p.labels)},{p.follow_up},{p.patient_id},{p.age},"
-            f"{p.gender},{p.view},{size},{size},{spacing},{spacing}" for p in plan]
+            f"{p.gender},{p.view},{w},{h},{s:.3f},{s:.3f}"
+            for p, (w, h), s in zip(plan, sizes.tolist(), spacing.tolist(), strict=True)]
+
+
+def image_folder(position: int, images_per_folder: int) -> str:
+    """The download's nesting: image ``position`` (0-based, name order) -> images_001/images."""
+    return f"images_{position // images_per_folder + 1:03d}/images"
 
 
 def _bbox_rows(plan: list[PlannedImage], boxes: list[dict]) -> list[str]:
@@ -101,10 +108,10 @@ def _bbox_rows(plan: list[PlannedImage], boxes: list[dict]) -> list[str]:
     return rows
 
 
-def _remove_stale_images(images_dir: Path, keep: set[str]) -> None:
-    """A rerun with fewer patients must not leave the old run's PNGs behind."""
-    for path in images_dir.glob("*.png"):
-        if IMAGE_NAME.match(path.name) and path.name not in keep:
+def _remove_stale_images(out: Path, keep: set[Path]) -> None:
+    """A rerun with fewer patients (or another nesting) must not leave old PNGs behind."""
+    for path in out.rglob("*.png"):
+        if IMAGE_NAME.match(path.name) and path not in keep:
             path.unlink()
 
 
@@ -137,17 +144,20 @@ def generate_phantoms(out_dir: str | Path, config: PhantomConfig,
         raise TypeError(f"config must be a PhantomConfig, got {type(config).__name__}")
     started = time.perf_counter()
     out = Path(out_dir)
-    images_dir = out / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_dataset(config)
-    _remove_stale_images(images_dir, {p.image_index for p in plan})
+    paths = [out / image_folder(i, config.images_per_folder) / p.image_index
+             for i, p in enumerate(plan)]
+    if out.is_dir():
+        _remove_stale_images(out, set(paths))
+    for folder in sorted({path.parent for path in paths}):
+        folder.mkdir(parents=True, exist_ok=True)
     if progress is not None:
         progress(f"phantoms: rendering {len(plan)} images of {config.n_patients} patients "
                  f"({config.image_size} px) -> {out}")
     strength_range = (float(config.strength_range[0]), float(config.strength_range[1]))
     tasks = [_RenderTask(config.seed, p.patient_id, p.follow_up, p.truth, p.view,
-                         config.image_size, strength_range, str(images_dir / p.image_index))
-             for p in plan]
+                         config.image_size, strength_range, str(path))
+             for p, path in zip(plan, paths, strict=True)]
     boxes = _render_all(tasks, config.processes, progress)
     # The CSVs come last: a Data_Entry file means every image it lists exists.
     _write_lines(out / "BBox_List_2017.csv", BBOX_HEADER, _bbox_rows(plan, boxes))
@@ -157,7 +167,7 @@ def generate_phantoms(out_dir: str | Path, config: PhantomConfig,
     (out / "train_val_list.txt").write_text("".join(f"{name}\n" for name in train_val))
     (out / "test_list.txt").write_text("".join(f"{name}\n" for name in test))
     _write_lines(out / "Data_Entry_2017.csv", DATA_ENTRY_HEADER,
-                 _data_entry_rows(plan, config.image_size))
+                 _data_entry_rows(plan, config.seed))
     return _summary(out, plan, config, time.perf_counter() - started)
 
 
