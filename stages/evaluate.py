@@ -1,6 +1,6 @@
 """DVC stage `evaluate@MODEL`: Monte-Carlo dropout on the test split, metrics, plots.
 
-Usage: python stages/evaluate.py MODEL --split CSV --model-dir DIR --metrics JSON
+Usage: python stages/evaluate.py MODEL --split CSV --store STORE --model-dir DIR --metrics JSON
        --predictions CSV --plots DIR
 Writes the eval metrics JSON, the predictions CSV and, in the plots folder, ROC, loss curves,
 MC histogram and reliability diagram as PNG, referral and reliability curves as JSON for
@@ -17,7 +17,8 @@ import pandas as pd
 
 import cxr.models.layers  # noqa: F401  (registers the custom layers before loading)
 from cxr import tracking
-from cxr.data.loading import make_dataset
+from cxr.data.loading import make_dataset_from_store
+from cxr.data.prepare import open_store
 from cxr.evaluation import evaluate, reliability_curve
 from cxr.evaluation.summary import eval_log_metrics, mc_dropout_summary
 from cxr.evaluation.uncertainty import mc_dropout_predict, predictions_table
@@ -30,7 +31,7 @@ from cxr.training.fit import history_rows
 def main() -> None:
     parser = _common.paths(
         _common.parser(__doc__, model=True), split="the split table",
-        model_dir="the trained model's folder", metrics="the eval metrics (JSON)",
+        store="the prepared image store", model_dir="the trained model's folder", metrics="the eval metrics (JSON)",
         predictions="per-image MC mean/std (CSV)", plots="the model's plots folder")
     args, params = _common.start(parser)
     name, root = args.model, _common.dvc_root()
@@ -39,12 +40,13 @@ def main() -> None:
     image_size = int(model.input_shape[1])
 
     table = read_table(args.split)
+    store = open_store(args.store, image_size=image_size)
     test, val = table[table["split"] == "test"], table[table["split"] == "val"]
     started = time.perf_counter()
 
     def mc_predict(rows: pd.DataFrame, keep_samples: bool = False):
-        data = make_dataset(rows["path"], None, image_size, ev.batch_size, cache="none",
-                            parallel_calls=params.pipeline.parallel_calls)
+        data = make_dataset_from_store(store.images, store.rows_for(rows["Image Index"]), None,
+                                       ev.batch_size, parallel_calls=params.pipeline.parallel_calls)
         return mc_dropout_predict(model, data, passes=mc.passes, seed=params.seed,
                                   keep_samples=keep_samples)
 

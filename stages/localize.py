@@ -1,6 +1,6 @@
 """DVC stage `localize@MODEL`: do the model's Grad-CAM heatmaps point at the lesions?
 
-Usage: python stages/localize.py MODEL --split CSV --model-dir DIR --data-entry CSV
+Usage: python stages/localize.py MODEL --split CSV --store STORE --model-dir DIR
        --bbox CSV --metrics JSON --examples PNG
 For at most localize.max_images test images that have a lesion box (the box file; drawn by
 seed, the same images for every model), explains each box's finding with Grad-CAM
@@ -19,9 +19,9 @@ import keras
 import numpy as np
 
 import cxr.models.layers  # noqa: F401  (registers the custom layers before loading)
-from cxr.data.loading import make_dataset
+from cxr.data.loading import make_dataset_from_store
 from cxr.data.nih import read_bbox_list
-from cxr.data.prepare import read_sizes
+from cxr.data.prepare import open_store
 from cxr.interpret import gradcam as cam
 from cxr.interpret.localization import localization_summary, map_box, score, select_boxes
 from cxr.interpret.overlays import examples_grid
@@ -33,7 +33,8 @@ def main() -> None:
     parser = _common.paths(
         _common.parser(__doc__, model=True), split="the split table",
         model_dir="the trained model's folder (model.keras, metadata.json)",
-        data_entry="NIH Data_Entry CSV (original image sizes)", bbox="NIH BBox_List CSV",
+        store="the prepared image store (images, and each file's own size)",
+        bbox="NIH BBox_List CSV",
         metrics="the localize metrics (JSON)", examples="example overlays (PNG)")
     args, params = _common.start(parser)
     name, settings = args.model, params.localize
@@ -45,10 +46,11 @@ def main() -> None:
 
     table = read_table(args.split)
     test = table[table["split"] == "test"].set_index("Image Index")
+    store = open_store(args.store, image_size=image_size)
     all_boxes = read_bbox_list(args.bbox)
     candidates = all_boxes.loc[all_boxes["Image Index"].isin(set(test.index)), "Image Index"]
-    boxed = sorted(set(candidates))
-    sizes = read_sizes(boxed, test.loc[boxed, "path"])  # header reads: no decoding
+    # Boxes are in the pixels of the image file; the store recorded each file's own size.
+    sizes = store.index.rename(columns={"source_width": "width", "source_height": "height"})
     boxes = select_boxes(all_boxes, test.index, sizes, settings.max_images, params.seed)
 
     # One heatmap per (image, finding): an image may hold several boxes of one finding.
@@ -57,8 +59,9 @@ def main() -> None:
     position = {image: i for i, image in enumerate(names)}
     images = np.zeros((0, image_size, image_size, 3), dtype=np.float32)
     if names:
-        data = make_dataset(test.loc[names, "path"], None, image_size, settings.batch_size,
-                            cache="none", parallel_calls=params.pipeline.parallel_calls)
+        data = make_dataset_from_store(store.images, store.rows_for(names), None,
+                                       settings.batch_size,
+                                       parallel_calls=params.pipeline.parallel_calls)
         images = np.concatenate([np.asarray(batch) for batch in data])
     image_of_pair = pairs["Image Index"].map(position).to_numpy()
     classes = pairs["Finding Label"].map(index).to_numpy()

@@ -17,6 +17,12 @@ def main() -> None:
     table = read_table(args.sample)
     fractions = params.split.fractions.as_tuple()
     if params.split.method == "official":
+        for option, path in (("official_train_val_list", args.train_val_list),
+                             ("official_test_list", args.test_list)):
+            if path.stat().st_size == 0:
+                raise SystemExit(f"split.method is official but split.{option} is {path}, an "
+                                 f"empty file (the placeholder for method: iterative); point it "
+                                 f"at NIH's list")
         split = splitting.split_official(
             table,
             read_image_list(args.train_val_list),

@@ -50,7 +50,7 @@ def workdir(tmp_path_factory) -> Path:
 def test_data_stages_chain_through_path_arguments(workdir):
     raw = Path("data/raw/phantoms")
     stage(workdir, "phantoms", "--out", raw)
-    stage(workdir, "ingest", "--csv", raw / "Data_Entry_2017.csv", "--images", raw / "images",
+    stage(workdir, "ingest", "--csv", raw / "Data_Entry_2017.csv", "--images", raw,
           "--out", "data/interim/labels.csv")
     stage(workdir, "sample", "--labels", "data/interim/labels.csv",
           "--out", "data/interim/sample.csv")
@@ -67,6 +67,15 @@ def test_data_stages_chain_through_path_arguments(workdir):
     assert split.groupby("Patient ID")["split"].nunique().max() == 1  # no patient in two splits
     summary = json.loads((workdir / "metrics/split.json").read_text())
     assert summary  # written where the argument said
+
+    stage(workdir, "prepare", "--sample", "data/interim/sample.csv", "--out", "data/prepared")
+    store = json.loads((workdir / "data/prepared/store.json").read_text())
+    assert store["count"] == len(sample) and store["image_size"] == 64
+    stage(workdir, "baseline", "--split", "data/processed/split.csv", "--store", "data/prepared",
+          "--metrics", "metrics/baseline.json")
+    baseline = json.loads((workdir / "metrics/baseline.json").read_text())
+    assert set(baseline["auc"]) == set(LABELS)
+    assert {"macro_auc", "macro_auc_ci_low", "macro_auc_ci_high"} <= set(baseline)
 
 
 @pytest.mark.slow
