@@ -40,6 +40,7 @@ def test_defaults_equal_an_empty_file():
         ({"models": {"fusion": {"patience": 0}}}, "models.fusion.patience = 0"),
         ({"loss": {"name": "mse"}}, "loss.name = .mse.; allowed"),
         ({"train": {"strategy": "tpu"}}, "train.strategy = .tpu."),
+        ({"train": {"precision_policy": "float16"}}, "train.precision_policy = .float16."),
         ({"mc_dropout": {"passes": 1}}, "mc_dropout.passes = 1"),
         ({"evaluate": {"n_bootstrap": 10}}, "unknown key evaluate.n_bootstrap"),
     ],

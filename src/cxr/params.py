@@ -103,7 +103,10 @@ class TrainParams:
     # Backbone weights: "none" (random init; the embedded default: no internet here),
     # "imagenet" (Keras download + cache), or a path to a local weights file.
     weights: str = "none"
-    mixed_precision: bool = False     # GPUs: float16 compute, float32 outputs
+    mixed_precision: bool = False     # GPUs: 16-bit compute, float32 variables and outputs
+    # The policy used when mixed_precision is true: float16 (loss-scaled; V100 and later)
+    # or bfloat16 (float32's range; Ampere GPUs and later, TPUs).
+    precision_policy: Literal["mixed_float16", "mixed_bfloat16"] = "mixed_float16"
     jit_compile: bool = False         # GPUs: XLA
     strategy: Literal["default", "mirrored", "multiworker"] = "default"
     deterministic: bool = True        # op determinism (slower on GPU; free on CPU)
