@@ -42,6 +42,7 @@ def test_defaults_equal_an_empty_file():
         ({"train": {"strategy": "tpu"}}, "train.strategy = .tpu."),
         ({"train": {"precision_policy": "float16"}}, "train.precision_policy = .float16."),
         ({"mc_dropout": {"passes": 1}}, "mc_dropout.passes = 1"),
+        ({"mc_dropout": {"layers": "backbone"}}, "mc_dropout.layers = .backbone.; allowed"),
         ({"evaluate": {"n_bootstrap": 10}}, "unknown key evaluate.n_bootstrap"),
     ],
 )

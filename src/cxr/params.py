@@ -101,7 +101,9 @@ class TrainParams:
     """Settings shared by every model's training."""
 
     # Backbone weights: "none" (random init; the embedded default: no internet here),
-    # "imagenet" (Keras download + cache), or a path to a local weights file.
+    # "imagenet" (Keras download + cache), a path to a local weights file, or a path to a
+    # directory holding the Keras ImageNet no-top files of the model's backbones under their
+    # Keras names (offline ImageNet; fusion needs the DenseNet121 and EfficientNetB3 files).
     weights: str = "none"
     mixed_precision: bool = False     # GPUs: 16-bit compute, float32 variables and outputs
     # The policy used when mixed_precision is true: float16 (loss-scaled; V100 and later)
@@ -163,6 +165,10 @@ class MlflowParams:
 class McDropoutParams:
     passes: int = 25                  # T stochastic passes per image (the study also shows 100)
     threshold: float = 0.1            # refer a finding when its MC std exceeds this (study: 0.1)
+    # Which Dropout layers are sampled: "head" (those after the `features` pool; backbone
+    # runs once: fast) or "all" (every Dropout layer, EfficientNet's stochastic depth too:
+    # T full forward passes). DenseNet121 and simple_cnn have no backbone dropout.
+    layers: Literal["head", "all"] = "head"
 
 
 @dataclass(frozen=True)
