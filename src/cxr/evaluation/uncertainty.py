@@ -8,10 +8,10 @@ other layer stays in inference mode. Two scopes (`layers=`):
 - `"head"` (the fast default) samples the Dropout layers of the head only: those after the
   deterministic `features` layer (global average pool). The backbone runs once per image in
   inference mode and the small Dropout/Dense head is sampled T times in one vectorised call.
-  Dropout layers *inside* a backbone are NOT sampled: EfficientNetB0 has 16 stochastic-depth
-  Dropout layers (rate up to 0.2), and the fusion model's EfficientNetB3 trunk the ones of
-  its blocks 1-6a; DenseNet121 and the simple CNN have none, so for them "head" samples
-  every dropout layer there is.
+  Dropout layers *inside* a backbone are NOT sampled: EfficientNetB0 has 9 stochastic-depth
+  Dropout layers (`block2b_drop` ... `block6d_drop`, rates 0.025-0.175), the fusion model's
+  EfficientNetB3 trunk 13 (blocks 1b-5e); DenseNet121 and the simple CNN have none, so for
+  them "head" samples every dropout layer there is.
 - `"all"` samples every Dropout layer of the model, backbone ones included: T full forward
   passes, each with BatchNorm (and every other layer) in inference mode and the Dropout
   layers forced on (`sampling_every_dropout`). It costs T backbone runs instead of one.
