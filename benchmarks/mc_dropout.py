@@ -6,9 +6,14 @@ Usage: python benchmarks/mc_dropout.py [--model densenet121] [--size 64] [--imag
 (a) `mc_full_passes`: the whole model T times (what `model(x, training=True)` loops cost,
     without their BatchNorm bug);
 (b) features once, then the head T times in a Python loop (one pass per call);
-(c) features once, then one vectorised head call for all T passes (`mc_dropout_predict`).
-All three use the same masks, so they agree to float tolerance (checked below). Random
-weights; the feature model is traced before the timing starts (all paths share it).
+(c) features once, then one vectorised head call for all T passes (`mc_dropout_predict`,
+    `layers="head"`: the head's dropout only).
+(a)-(c) use the same masks, so they agree to float tolerance (checked below).
+(d) `mc_dropout_predict(layers="all")`: T full passes sampling every Dropout layer, the
+    backbone's too (EfficientNet's stochastic depth); its time includes tracing its graph
+    once, as every call does. Other masks, so not compared number for number.
+Random weights; the feature model is traced before the timing starts ((a)-(c) share it).
+The last lines give the time per image of `layers="head"` vs `layers="all"` and their ratio.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from cxr.evaluation.uncertainty import MonteCarloHead, mc_dropout_predict, mc_full_passes
+from cxr.evaluation.uncertainty import (
+    MonteCarloHead,
+    dropout_layers,
+    mc_dropout_predict,
+    mc_full_passes,
+)
 from cxr.models import MODEL_NAMES, build
 from cxr.training import runtime
 
@@ -75,12 +85,21 @@ def main() -> None:
     loop_s, loop = timed(lambda: head_in_a_loop(model, images, args.passes, seed, batch))
     fast_s, fast = timed(lambda: mc_dropout_predict(model, images, args.passes, seed, batch,
                                                     keep_samples=True).samples)
+    all_s, _ = timed(lambda: mc_dropout_predict(model, images, args.passes, seed, batch,
+                                                layers="all"))
     rows = [("(a) full passes", full_s), ("(b) features once + head loop", loop_s),
-            ("(c) features once + vectorised head", fast_s)]
+            ("(c) features once + vectorised head", fast_s),
+            ("(d) layers=all: every dropout, T passes", all_s)]
     for name, seconds in rows:
-        print(f"{name:38s} {seconds:8.2f} s  {full_s / seconds:6.1f}x")
+        print(f"{name:42s} {seconds:8.2f} s  {full_s / seconds:6.1f}x")
     difference = max(np.abs(loop - full).max(), np.abs(fast - full).max())
     print(f"max |difference| of the sampled probabilities vs (a): {difference:.1e}")
+    sampled = len(dropout_layers(model))
+    per_image = {name: 1000 * seconds / args.images for name, seconds in
+                 (("head", fast_s), ("all", all_s))}
+    print(f"layers=head: {per_image['head']:.2f} ms/image (head dropout only); "
+          f"layers=all: {per_image['all']:.2f} ms/image ({sampled} Dropout layers); "
+          f"all/head = {all_s / fast_s:.1f}x")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def main() -> None:
         data = make_dataset_from_store(store.images, store.rows_for(rows["Image Index"]), None,
                                        ev.batch_size, parallel_calls=params.pipeline.parallel_calls)
         return mc_dropout_predict(model, data, passes=mc.passes, seed=params.seed,
-                                  keep_samples=keep_samples)
+                                  keep_samples=keep_samples, layers=mc.layers)
 
     test_mc = mc_predict(test, keep_samples=True)
     val_mc = mc_predict(val)

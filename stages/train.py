@@ -44,7 +44,8 @@ def main() -> None:
     if name not in params.models:
         raise SystemExit(f"params.yaml: no block models.{name}; add one (see params.yaml)")
     model_params = params.models[name]
-    runtime.configure(params.seed, params.train.deterministic, params.train.mixed_precision)
+    runtime.configure(params.seed, params.train.deterministic, params.train.mixed_precision,
+                      params.train.precision_policy)
 
     table = read_table(args.split)
     train_rows, val_rows = table[table["split"] == "train"], table[table["split"] == "val"]

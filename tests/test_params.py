@@ -40,8 +40,10 @@ def test_defaults_equal_an_empty_file():
         ({"models": {"fusion": {"patience": 0}}}, "models.fusion.patience = 0"),
         ({"loss": {"name": "mse"}}, "loss.name = .mse.; allowed"),
         ({"train": {"strategy": "tpu"}}, "train.strategy = .tpu."),
+        ({"train": {"precision_policy": "float16"}}, "train.precision_policy = .float16."),
         ({"mc_dropout": {"passes": 1}}, "mc_dropout.passes = 1"),
         ({"prepare": {"processes": 0}}, "prepare.processes = 0; expected at least 1"),
+        ({"mc_dropout": {"layers": "backbone"}}, "mc_dropout.layers = .backbone.; allowed"),
         ({"evaluate": {"n_bootstrap": 10}}, "unknown key evaluate.n_bootstrap"),
     ],
 )

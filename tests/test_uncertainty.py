@@ -19,9 +19,11 @@ from keras import layers
 from cxr.evaluation.uncertainty import (
     MCResult,
     MonteCarloHead,
+    dropout_layers,
     mc_dropout_predict,
     mc_full_passes,
     predictions_table,
+    sampling_every_dropout,
 )
 from cxr.labels import LABELS, N_LABELS
 from cxr.models import build
@@ -301,3 +303,94 @@ def test_predictions_table_layout():
     assert table["Edema_std"].iloc[0] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="3 names and 14 labels"):
         predictions_table(["a", "b", "c"], _result(), threshold=0.1)
+
+
+# --- layers="all": every Dropout layer, backbone ones included ----------------------------
+
+
+def _batchnorm_statistics(model: keras.Model) -> list[np.ndarray]:
+    def walk(container):
+        for layer in container.layers:
+            if isinstance(layer, keras.Model):
+                yield from walk(layer)
+            elif isinstance(layer, layers.BatchNormalization):
+                yield layer
+
+    return [np.array(v) for bn in walk(model) for v in (bn.moving_mean, bn.moving_variance)]
+
+
+@pytest.fixture(scope="module")
+def efficientnet_without_head_dropout() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return build("efficientnetb0", image_size=32, dropout=0.0)
+
+
+def test_all_samples_the_backbone_dropout_that_head_leaves_off(efficientnet_without_head_dropout):
+    """EfficientNetB0 with head dropout 0: its stochastic-depth layers are the only noise."""
+    model = efficientnet_without_head_dropout
+    backbone_drops = [layer for layer in dropout_layers(model)
+                      if layer.name not in ("features_dropout", "head_dropout")]
+    assert len(backbone_drops) == 9 and all(layer.rate > 0 for layer in backbone_drops)
+    x = images(3, size=32)
+    statistics = _batchnorm_statistics(model)
+    inference = keras.ops.convert_to_numpy(model(x, training=False))
+
+    head = mc_dropout_predict(model, x, passes=4, layers="head")
+    every = mc_dropout_predict(model, x, passes=4, seed=1, layers="all", keep_samples=True)
+    np.testing.assert_array_equal(head.std, 0.0)  # head mode never samples the backbone
+    # Probabilities vary across passes (near 0.5 at random init, so some only in the last
+    # float32 bits: the spread is measured at the features below).
+    assert every.std.max() > 0 and (every.std > 0).mean() > 0.25
+    assert not np.array_equal(every.samples[0], every.samples[1])
+    # Random-init EfficientNet maps are ~1e-7, so compare the spread where it arises.
+    features = keras.Model(model.input, model.get_layer("features").output)
+    with sampling_every_dropout(model, seed=1):
+        sampled = [keras.ops.convert_to_numpy(features(x, training=False)) for _ in range(4)]
+    deterministic = keras.ops.convert_to_numpy(features(x, training=False))
+    relative = np.abs(np.stack(sampled) - deterministic).max() / np.abs(deterministic).max()
+    assert relative > 0.05
+    # BatchNorm ran in inference mode: moving statistics untouched, and the layers' own
+    # `call` is back (the model is deterministic again).
+    for before, after in zip(statistics, _batchnorm_statistics(model), strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert all("call" not in vars(layer) for layer in dropout_layers(model))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x, training=False)), inference)
+
+    again = mc_dropout_predict(model, x, passes=4, seed=1, layers="all")
+    np.testing.assert_array_equal(again.mean, every.mean)  # reproducible from the seed
+
+
+def test_all_varies_only_through_dropout(efficientnet_without_head_dropout):
+    """Every rate set to 0: the T passes are the inference-mode model, std exactly 0."""
+    model = efficientnet_without_head_dropout
+    x = images(3, size=32)
+    rates = {layer.name: layer.rate for layer in dropout_layers(model)}
+    try:
+        for layer in dropout_layers(model):
+            layer.rate = 0.0
+        result = mc_dropout_predict(model, x, passes=3, layers="all")
+    finally:
+        for layer in dropout_layers(model):
+            layer.rate = rates[layer.name]
+    np.testing.assert_array_equal(result.std, 0.0)
+    np.testing.assert_allclose(result.mean, keras.ops.convert_to_numpy(model(x, training=False)),
+                               atol=1e-6)
+
+
+def test_all_agrees_with_head_where_every_dropout_is_in_the_head(model):
+    """bn_model's dropout layers are all in its head: both scopes sample one distribution
+    (BatchNorm in inference mode in both: far from batch statistics, see bn_model)."""
+    x = images(2)
+    statistics = _batchnorm_statistics(model)
+    head = mc_dropout_predict(model, x, passes=3000, seed=0, layers="head")
+    every = mc_dropout_predict(model, x, passes=3000, seed=0, layers="all")
+    np.testing.assert_allclose(every.mean, head.mean, atol=0.01)
+    np.testing.assert_allclose(every.std, head.std, rtol=0.1, atol=0.003)
+    assert head.std.max() > 0.02
+    for before, after in zip(statistics, _batchnorm_statistics(model), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_layers_must_be_head_or_all(model):
+    with pytest.raises(ValueError, match="layers = 'backbone'; allowed: 'head', 'all'"):
+        mc_dropout_predict(model, images(), passes=2, layers="backbone")

@@ -121,9 +121,14 @@ class TrainParams:
     """Settings shared by every model's training."""
 
     # Backbone weights: "none" (random init; the embedded default: no internet here),
-    # "imagenet" (Keras download + cache), or a path to a local weights file.
+    # "imagenet" (Keras download + cache), a path to a local weights file, or a path to a
+    # directory holding the Keras ImageNet no-top files of the model's backbones under their
+    # Keras names (offline ImageNet; fusion needs the DenseNet121 and EfficientNetB3 files).
     weights: str = "none"
-    mixed_precision: bool = False     # GPUs: float16 compute, float32 outputs
+    mixed_precision: bool = False     # GPUs: 16-bit compute, float32 variables and outputs
+    # The policy used when mixed_precision is true: float16 (loss-scaled; V100 and later)
+    # or bfloat16 (float32's range; Ampere GPUs and later, TPUs).
+    precision_policy: Literal["mixed_float16", "mixed_bfloat16"] = "mixed_float16"
     jit_compile: bool = False         # GPUs: XLA
     strategy: Literal["default", "mirrored", "multiworker"] = "default"
     deterministic: bool = True        # op determinism (slower on GPU; free on CPU)
@@ -183,6 +188,10 @@ class MlflowParams:
 class McDropoutParams:
     passes: int = 25                  # T stochastic passes per image (the study also shows 100)
     threshold: float = 0.1            # refer a finding when its MC std exceeds this (study: 0.1)
+    # Which Dropout layers are sampled: "head" (those after the `features` pool; backbone
+    # runs once: fast) or "all" (every Dropout layer, EfficientNet's stochastic depth too:
+    # T full forward passes). DenseNet121 and simple_cnn have no backbone dropout.
+    layers: Literal["head", "all"] = "head"
 
 
 @dataclass(frozen=True)

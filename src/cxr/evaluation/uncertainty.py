@@ -1,14 +1,25 @@
 """Monte-Carlo dropout: T stochastic passes per image -> mean, std and a referral flag.
 
-Only the dropout layers are stochastic; BatchNorm and every other layer stay in inference mode.
-The fast path runs the backbone once per image and samples only the Dropout/Dense head after
-the ``features`` layer, with masks drawn from ``numpy.random.default_rng((seed, image
-index))``, so a prediction depends on the seed alone (not on batching); ``mc_full_passes`` is
-the whole-model reference. Why this is exact: docs/DESIGN.md.
+Only Dropout layers are stochastic; BatchNorm and every other layer stay in inference mode.
+Two scopes (``layers=``):
+
+- ``"head"`` (the fast default) samples the Dropout layers after the ``features`` layer only:
+  the backbone runs once per image and the Dropout/Dense head is sampled T times in one
+  vectorised call, with masks from ``numpy.random.default_rng((seed, image index))`` (a
+  prediction depends on the seed alone, not on batching); ``mc_full_passes`` is the
+  whole-model reference. Dropout layers *inside* a backbone are not sampled: EfficientNetB0
+  has 9 stochastic-depth Dropout layers, the fusion model's EfficientNetB3 trunk 13;
+  DenseNet121 and the simple CNN have none.
+- ``"all"`` samples every Dropout layer, backbone ones included: T full forward passes in
+  inference mode with the Dropout layers forced on (``sampling_every_dropout``); reproducible
+  from the seed for the same batching.
+
+Why the fast path is exact, and what each scope costs: docs/DESIGN.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +35,8 @@ from cxr.models import FEATURES_LAYER, split_at_features
 from cxr.validation import check_int, check_number
 
 DEFAULT_PASSES = 25
+# Which Dropout layers Monte-Carlo dropout samples: the head's only, or every one.
+DROPOUT_SCOPES = ("head", "all")
 _HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -152,8 +165,14 @@ def mc_dropout_predict(
     seed: int = 0,
     batch_size: int = 64,
     keep_samples: bool = False,
+    layers: str = "head",
 ) -> MCResult:
-    """Monte-Carlo dropout predictions: features once per image, the head sampled T times.
+    """Monte-Carlo dropout predictions, T stochastic passes per image.
+
+    With `layers="head"` (default): features once per image, the head's Dropout layers
+    sampled T times (backbone Dropout layers, e.g. EfficientNet's stochastic depth, stay
+    off). With `layers="all"`: T full forward passes sampling every Dropout layer of the
+    model, BatchNorm in inference mode (`mc_every_dropout`).
 
     Args:
         model: a cxr model (a `features` layer, then a Dropout/Dense-only head).
@@ -166,10 +185,16 @@ def mc_dropout_predict(
         batch_size: images per chunk for numpy input. Memory per chunk is about
             `passes * batch_size * (D + hidden)` floats for the sampled head.
         keep_samples: keep the (T, N, K) per-pass probabilities in `MCResult.samples`.
+        layers: "head" or "all", which Dropout layers are sampled (see above).
 
     Returns:
         MCResult with mean and std over the passes, in the order of `data`.
     """
+    if layers not in DROPOUT_SCOPES:
+        raise ValueError(f"layers = {layers!r}; allowed: {', '.join(map(repr, DROPOUT_SCOPES))}"
+                         " (which Dropout layers Monte-Carlo dropout samples).")
+    if layers == "all":
+        return mc_every_dropout(model, data, passes, seed, batch_size, keep_samples)
     passes, seed, batch_size = _check_settings(passes, seed, batch_size)
     head = MonteCarloHead.of(model)
     means, stds, kept = [], [], []
@@ -224,6 +249,96 @@ def mc_full_passes(
         for t in range(passes)
     ])
     return MCResult(samples, *_mean_and_std(samples))
+
+
+def dropout_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every Dropout layer of `model`, nested sub-models (backbones) included, in order."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, layers.Dropout):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(dropout_layers(layer))
+    return found
+
+
+@contextlib.contextmanager
+def sampling_every_dropout(model: keras.Model, seed: int = 0):
+    """Within the block, every Dropout layer of `model` drops, whatever `training` says.
+
+    Call the model with `training=False` inside it: BatchNormalization then uses (and never
+    updates) its moving statistics, and the dropout layers alone are random. Each Dropout
+    layer draws its masks with Keras's stateless dropout from its own generator, seeded
+    with `(seed, layer index)`. The layers' own `call` is restored on exit.
+
+    Only plain `keras.layers.Dropout` layers are supported (EfficientNet's stochastic depth
+    is one, with a per-sample `noise_shape`); a subclass (SpatialDropout...) is an error.
+    """
+    targets = dropout_layers(model)
+    foreign = [layer.name for layer in targets if type(layer) is not layers.Dropout]
+    if foreign:
+        raise ValueError(f"sampling_every_dropout supports plain Dropout layers; model "
+                         f"{model.name!r} has {foreign}.")
+    patched = []
+    try:
+        for index, layer in enumerate(targets):
+            generator = keras.random.SeedGenerator(
+                int(np.random.SeedSequence((seed, index)).generate_state(1)[0]))
+            layer.call = _always_dropping(layer, generator)
+            patched.append(layer)
+        yield targets
+    finally:
+        for layer in patched:
+            del layer.call
+
+
+def _always_dropping(layer: keras.layers.Layer, generator):
+    """A Dropout `call` that ignores `training` (same rate and noise_shape as `layer`)."""
+
+    def call(inputs, training=None):
+        if layer.rate == 0.0:
+            return inputs
+        return keras.random.dropout(inputs, layer.rate, noise_shape=layer.noise_shape,
+                                    seed=generator)
+
+    return call
+
+
+def mc_every_dropout(
+    model: keras.Model,
+    data,
+    passes: int = DEFAULT_PASSES,
+    seed: int = 0,
+    batch_size: int = 64,
+    keep_samples: bool = False,
+) -> MCResult:
+    """`layers="all"`: T full forward passes sampling every Dropout layer of the model.
+
+    Backbone Dropout layers (EfficientNet's stochastic depth) included; BatchNorm and every
+    other layer in inference mode, moving statistics untouched. Each batch runs T times
+    through one traced graph. Same arguments and result as `mc_dropout_predict`.
+    """
+    passes, seed, batch_size = _check_settings(passes, seed, batch_size)
+    means, stds, kept = [], [], []
+    with sampling_every_dropout(model, seed):
+        forward = tf.function(lambda x: ops.cast(model(x, training=False), "float32"),
+                              reduce_retracing=True)
+        for images in _image_batches(data, batch_size):
+            if int(images.shape[0]) == 0:
+                continue
+            samples = np.stack([np.asarray(forward(images)) for _ in range(passes)])
+            mean, std = _mean_and_std(samples)
+            means.append(mean)
+            stds.append(std)
+            if keep_samples:
+                kept.append(samples)
+    if not means:
+        raise ValueError("mc_dropout_predict: data holds no images.")
+    return MCResult(
+        samples=np.concatenate(kept, axis=1) if keep_samples else None,
+        mean=np.concatenate(means),
+        std=np.concatenate(stds),
+    )
 
 
 def predictions_table(

@@ -4,7 +4,9 @@
   (`densenet121`, `efficientnetb0`, `efficientnetb3`), with random or ImageNet weights.
 - `application_trunk`: the same network cut at an intermediate layer (`<name>_trunk`).
 - `build_application_model`: preprocessing -> backbone -> `heads.dense_head`.
-- `load_weights_file`: the `weights=PATH` branch of `cxr.models.build`.
+- `load_weights_file`: the `weights=FILE` branch of `cxr.models.build`.
+- `imagenet_weights_files`: the `weights=DIRECTORY` branch: the Keras `*_notop.h5` file of
+  each backbone a model needs, found by its Keras file name (offline ImageNet weights).
 - `backbone_layers` / `set_backbone_trainable`: freezing for two-phase training.
 
 Backbones stay nested sub-models, so they are found by name after a `.keras` round trip.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import keras
@@ -55,13 +57,14 @@ def check_image_size(image_size, minimum: int, model_name: str) -> int:
     return int(image_size)
 
 
-def application(name: str, image_size: int, weights: str | None = None) -> keras.Model:
+def application(name: str, image_size: int, weights=None) -> keras.Model:
     """`keras.applications.<name>(include_top=False)` for `(image_size, image_size, 3)` input.
 
     Args:
-        weights: `None` (random init) or `"imagenet"` (Keras downloads the file once into
+        weights: `None` (random init), `"imagenet"` (Keras downloads the file once into
             `~/.keras/models/`, or `$KERAS_HOME/models/`; without network a RuntimeError
-            says which file to put there).
+            says which file to put there), or a mapping {backbone name: path of its Keras
+            ImageNet no-top `.h5` file} (`imagenet_weights_files`), read offline.
 
     The layers are the same whatever `weights` is, so a weights file saved from a model
     built with ImageNet weights loads into one built with `weights=None`. (Keras's
@@ -70,11 +73,16 @@ def application(name: str, image_size: int, weights: str | None = None) -> keras
     """
     if name not in APPLICATIONS:
         raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(APPLICATIONS)}.")
-    if weights not in (None, "imagenet"):
-        raise ValueError(f"application weights must be None or 'imagenet'; got {weights!r}.")
+    if not (weights is None or weights == "imagenet" or isinstance(weights, Mapping)):
+        raise ValueError(f"application weights must be None, 'imagenet' or a mapping "
+                         f"{{backbone: notop file}}; got {weights!r}.")
     image_size = check_image_size(image_size, MIN_IMAGE_SIZE, name)
     constructor, _ = APPLICATIONS[name]
     input_shape = (image_size, image_size, 3)
+    if isinstance(weights, Mapping):
+        if name not in weights:
+            raise ValueError(f"no weights file for backbone {name!r} in {dict(weights)}.")
+        return _application_from_notop_file(name, input_shape, Path(weights[name]))
     if weights is None:
         return constructor(include_top=False, weights=None, input_shape=input_shape)
     pretrained = _imagenet_application(name, input_shape)
@@ -84,6 +92,49 @@ def application(name: str, image_size: int, weights: str | None = None) -> keras
     model.set_weights(pretrained.get_weights())
     scale = _stddev_rescaling(pretrained)
     fold_rescaling_into_normalization(model, scale if scale is not None else 1.0)
+    return model
+
+
+def imagenet_weights_files(
+    directory: str | os.PathLike, backbones: tuple[str, ...], model_name: str
+) -> dict[str, Path]:
+    """{backbone: directory / its Keras no-top file name} for the backbones of `model_name`.
+
+    The file names are those keras.applications downloads (`APPLICATIONS`), so a copy of
+    `~/.keras/models/` from a machine with internet is such a directory. A missing file is
+    a FileNotFoundError naming the backbone, the file and the directory searched.
+    """
+    directory = Path(directory).expanduser()
+    if not backbones:
+        raise ValueError(
+            f"weights={str(directory)!r}: model {model_name!r} has no pretrained backbone, so "
+            "a directory of ImageNet weights does not apply; use 'none' or a weights file.")
+    files = {name: directory / APPLICATIONS[name][1] for name in backbones}
+    missing = [f"{name} needs {path.name}" for name, path in files.items() if not path.is_file()]
+    if missing:
+        present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+        raise FileNotFoundError(
+            f"weights directory {str(directory.resolve())!r} lacks the ImageNet no-top weights "
+            f"model {model_name!r} needs: {'; '.join(missing)}. It holds: {present or 'nothing'}. "
+            "Copy those files from ~/.keras/models/ of a machine that has them (or from "
+            "https://storage.googleapis.com/keras-applications/)."
+        )
+    return files
+
+
+def _application_from_notop_file(name: str, input_shape, path: Path) -> keras.Model:
+    """The application with random init, then Keras's ImageNet no-top `.h5` file loaded
+    (by layer order, as keras.applications loads it); for EfficientNet the ImageNet input
+    rescaling is folded in, exactly as for weights="imagenet"."""
+    constructor, _ = APPLICATIONS[name]
+    model = constructor(include_top=False, weights=None, input_shape=input_shape)
+    error = _try_load(model, path)
+    if error is not None:
+        raise ValueError(
+            f"weights file {str(path)!r} does not fit backbone {name!r} (expected Keras's "
+            f"{APPLICATIONS[name][1]}): {_short(error)}")
+    if name.startswith("efficientnet"):
+        fold_rescaling_into_normalization(model, 1.0 / np.sqrt(IMAGENET_STD))
     return model
 
 
@@ -140,9 +191,7 @@ def _walk_layers(model: keras.Model):
             yield from _walk_layers(layer)
 
 
-def application_trunk(
-    name: str, cut_layer: str, image_size: int, weights: str | None = None
-) -> keras.Model:
+def application_trunk(name: str, cut_layer: str, image_size: int, weights=None) -> keras.Model:
     """The application from its input up to the output of `cut_layer`, named `<name>_trunk`.
 
     Only the layers on the way to `cut_layer` (and their weights) are part of the trunk.
@@ -168,7 +217,7 @@ def application_trunk(
 def build_application_model(
     backbone_name: str,
     image_size: int = 224,
-    weights: str | None = None,
+    weights=None,
     hidden_units: int = 512,
     dropout: float = 0.5,
     n_labels: int = N_LABELS,

@@ -13,11 +13,17 @@ from pathlib import Path
 import keras
 
 from cxr.models import backbones, fusion, simple_cnn
-from cxr.models.backbones import check_image_size, load_weights_file, set_backbone_trainable
-from cxr.models.registry import MIN_IMAGE_SIZE, check_model_name
+from cxr.models.backbones import (
+    check_image_size,
+    imagenet_weights_files,
+    load_weights_file,
+    set_backbone_trainable,
+)
+from cxr.models.registry import BACKBONES, MIN_IMAGE_SIZE, check_model_name
 from cxr.validation import check_bool
 
-# Builders take `image_size` and `weights` (None or "imagenet") plus model options.
+# Builders take `image_size` and `weights` (None, "imagenet" or {backbone: notop file}) plus
+# model options.
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "simple_cnn": simple_cnn.build_simple_cnn,
     "densenet121": partial(backbones.build_application_model, "densenet121"),
@@ -51,9 +57,13 @@ def build(
         name: one of `MODEL_NAMES`.
         image_size: side of the square input (>= `MIN_IMAGE_SIZE[name]`).
         weights: "none" (random init), "imagenet" (pretrained backbones; not for
-            simple_cnn), or the path of a local weights file: a full-model file saved from
+            simple_cnn), the path of a local weights file: a full-model file saved from
             the same architecture and options, or (densenet121, efficientnetb0) a file of
-            the backbone alone; see `backbones.load_weights_file`.
+            the backbone alone (see `backbones.load_weights_file`), or the path of a
+            directory holding the Keras ImageNet no-top file of every backbone of the model
+            under Keras's own name (offline "imagenet"; fusion needs two:
+            `densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5` and
+            `efficientnetb3_notop.h5`; see `backbones.imagenet_weights_files`).
         freeze_backbone: make every backbone layer non-trainable (no-op for simple_cnn).
         options: model options, see `model_options(name)` (e.g. `dropout`,
             `hidden_units`; fusion: `dense_cut`, `efficient_cut`, `proj_channels`).
@@ -82,11 +92,14 @@ def build(
                 "backbone); use 'none' or a weights file path."
             )
         builder_weights = "imagenet"
+    elif isinstance(weights, str | os.PathLike) and Path(weights).expanduser().is_dir():
+        builder_weights = imagenet_weights_files(weights, BACKBONES[name], name)
     elif isinstance(weights, str | os.PathLike):
         weights_path = Path(weights)
         if not weights_path.is_file():
             raise FileNotFoundError(
-                f"weights={str(weights)!r} is neither 'none', 'imagenet' nor an existing file."
+                f"weights={str(weights)!r} is neither 'none', 'imagenet', an existing file nor "
+                "a directory of Keras ImageNet no-top files."
             )
         builder_weights = None
     else:

@@ -2,8 +2,10 @@
 
 Every cxr model ends the same way: a layer named `features` (the global average pool, the
 last deterministic layer), then "the head", which holds only `Dropout` and `Dense` layers and
-ends in `Dense(N_LABELS, sigmoid)` named `predictions`. Monte-Carlo dropout exploits this:
-compute `features` once, then re-run only the cheap head many times with dropout active.
+ends in `Dense(N_LABELS, sigmoid)` named `predictions`. Monte-Carlo dropout's default
+(`layers="head"`) exploits this: compute `features` once, then re-run only the cheap head many
+times with the head's dropout active. A backbone may hold Dropout layers of its own before
+`features` (EfficientNet's stochastic depth); only `layers="all"` samples those.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def predictions(x, n_labels: int = N_LABELS):
 
 
 def dense_head(x, hidden_units: int = 512, dropout: float = 0.5, n_labels: int = N_LABELS):
-    """GAP -> Dropout (MC dropout) -> Dense(hidden, relu) -> Dropout -> Dense(14, sigmoid).
+    """GAP -> Dropout -> Dense(hidden, relu) -> Dropout -> Dense(14, sigmoid).
+
+    Both Dropout layers are what MC dropout samples with `layers="head"`.
 
     The head of the DenseNet121 and EfficientNetB0 models; `x` is the backbone's feature map.
     """

@@ -121,9 +121,13 @@ class SpatialSelfAttention(layers.Layer):
         query = flatten(self.query(inputs))
         key = flatten(self.key(inputs))
         value = flatten(self.value(inputs))
-        logits = ops.matmul(query, ops.transpose(key, (0, 2, 1)))
-        # softmax in float32: unscaled q.k logits overflow float16 under mixed precision.
-        weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), value.dtype)
+        # Logits and softmax in float32 whatever the compute dtype: q.k sums `key_channels`
+        # products, and under mixed_float16 that sum overflows float16 (max 65504) long
+        # before q or k do (q, k ~ 300 over 512 channels gives ~4.6e7 = inf, and the
+        # softmax of a row holding inf is NaN). Casting *after* the matmul is too late.
+        logits = ops.matmul(ops.cast(query, "float32"),
+                            ops.transpose(ops.cast(key, "float32"), (0, 2, 1)))
+        weights = ops.cast(ops.softmax(logits, axis=-1), value.dtype)
         attended = ops.reshape(ops.matmul(weights, value), (batch, height, width, channels))
         return self.gamma * attended + inputs
 

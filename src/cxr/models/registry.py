@@ -34,6 +34,14 @@ GRADCAM_LAYER: dict[str, str] = {
     "fusion": FUSION_CONCAT_LAYER,
 }
 
+# The keras.applications backbones each model is built on (what a weights directory must hold).
+BACKBONES: dict[str, tuple[str, ...]] = {
+    "simple_cnn": (),
+    "densenet121": ("densenet121",),
+    "efficientnetb0": ("efficientnetb0",),
+    "fusion": ("densenet121", "efficientnetb3"),
+}
+
 MIN_IMAGE_SIZE: dict[str, int] = {
     "simple_cnn": SIMPLE_CNN_MIN_IMAGE_SIZE,
     "densenet121": APPLICATION_MIN_IMAGE_SIZE,
