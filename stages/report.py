@@ -1,6 +1,6 @@
 """DVC stage `report`: compare every model -> report.{md,html} and the summary metrics.
 
-Reads what the split, train@MODEL, evaluate@MODEL and localize@MODEL stages wrote (a model
+Reads what the split, baseline, train@MODEL, evaluate@MODEL and localize@MODEL stages wrote (a model
 without localize results gets a note in the report); computes the paired
 patient-bootstrap macro-AUC difference for every pair of models; logs the report to MLflow.
 Per-model files are NAME.json / NAME.csv inside the folders given.
@@ -25,6 +25,7 @@ def main() -> None:
         _common.parser(__doc__), split="the split table", split_metrics="the split summary",
         train_metrics="folder of train metrics", eval_metrics="folder of eval metrics",
         localize_metrics="folder of localize metrics", predictions="folder of predictions",
+        baseline="the linear baseline's metrics (JSON)",
         plots="folder of per-model plot folders", out="the report folder",
         summary="the summary metrics (JSON)")
     args, params = _common.start(parser)
@@ -71,8 +72,10 @@ def main() -> None:
     }
     run_ids = {f"train@{n}": m["train"].get("mlflow_run_id") for n, m in models.items()}
     run_ids.update({f"evaluate@{n}": m["eval"].get("mlflow_run_id") for n, m in models.items()})
+    baseline = read_json(args.baseline)
     context = {
         "title": "Chest X-ray classifiers: test-split comparison",
+        "baseline": baseline,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {"source": params.data.source, "split": read_json(args.split_metrics)},
         "models": models,
@@ -82,7 +85,7 @@ def main() -> None:
                        "mlflow_run_ids": run_ids, "dvc_exp_name": _common.dvc_exp_name()},
     }
     md_path, html_path = write_report(context, args.out)
-    summary = summary_metrics(models, comparisons)
+    summary = summary_metrics(models, comparisons, baseline)
     write_json(summary, args.summary)
 
     with tracking.stage_run("report", root, params, dvc_exp_name=_common.dvc_exp_name()) as run:

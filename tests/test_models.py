@@ -103,12 +103,12 @@ def test_imagenet_normalization_matches_densenet_preprocess_input():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)), expected, atol=1e-5)
 
 
-def test_efficientnet_gets_raw_pixels_and_simple_cnn_gets_unit_range():
+def test_efficientnet_gets_raw_pixels_and_simple_cnn_gets_zero_centred_pixels():
     x = images(2, 8)
     for name in ("efficientnetb0", "efficientnetb3"):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(preprocessing_layer(name)(x)), x)
     scaled = keras.ops.convert_to_numpy(preprocessing_layer("simple_cnn")(x))
-    np.testing.assert_allclose(scaled, x / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(scaled, x / 127.5 - 1.0, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="unknown backbone_name 'resnet50'"):
         preprocessing_layer("resnet50")
 

@@ -31,3 +31,27 @@ def test_set_output_bias_checks_the_shape():
     model = build("simple_cnn", image_size=32)
     with pytest.raises(ValueError, match="one value per finding"):
         set_output_bias(model, np.zeros(3))
+
+
+def test_batchnorm_momentum_option_reaches_every_backbone_batchnorm_and_is_saved(tmp_path):
+    import keras
+
+    from cxr.models.backbones import _walk_layers, backbone_layers
+
+    model = build("efficientnetb0", image_size=32, batchnorm_momentum=0.9)
+    norms = [layer for backbone in backbone_layers(model) for layer in _walk_layers(backbone)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.momentum == 0.9 for layer in norms)
+    model.save(tmp_path / "m.keras")
+    import cxr.models.layers  # noqa: F401
+
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    reloaded = [layer for backbone in backbone_layers(loaded) for layer in _walk_layers(backbone)
+                if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(reloaded) == len(norms) and all(layer.momentum == 0.9 for layer in reloaded)
+    default = build("efficientnetb0", image_size=32)
+    assert all(layer.momentum == 0.99 for backbone in backbone_layers(default)
+               for layer in _walk_layers(backbone)
+               if isinstance(layer, keras.layers.BatchNormalization))
+    with pytest.raises(ValueError, match="unknown option"):
+        build("simple_cnn", image_size=32, batchnorm_momentum=0.9)

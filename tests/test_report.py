@@ -423,3 +423,14 @@ def test_html_renders_offline_in_headless_chromium(tmp_path):
         pixels = np.asarray(image.convert("L"), dtype=float)
     assert pixels.std() > 10, "screenshot is blank"
     assert (pixels < 128).mean() > 0.005, "no dark text on the page"
+
+
+def test_a_best_at_or_below_chance_is_not_bold():
+    from cxr.report.headline import _bold_best
+
+    flat = _bold_best([(0.0, "0.000"), (0.0, "0.000")], floor=0.119)
+    assert not any(cell.bold for cell in flat)
+    weak = _bold_best([(0.5, "0.500"), (0.45, "0.450")], floor=0.5)
+    assert not any(cell.bold for cell in weak)
+    real = _bold_best([(0.61, "0.610"), (0.35, "0.350")], floor=0.119)
+    assert [cell.bold for cell in real] == [True, False]

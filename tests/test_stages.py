@@ -106,13 +106,19 @@ def test_report_stage_reads_every_input_from_its_arguments(workdir):
     out = stage(workdir, "report", "--split", "data/processed/split.csv",
                 "--split-metrics", "metrics/split.json", "--train-metrics", "metrics/train",
                 "--eval-metrics", "metrics/eval", "--localize-metrics", "metrics/localize",
-                "--predictions", "predictions", "--plots", "plots", "--out", "reports",
+                "--predictions", "predictions", "--baseline", "metrics/baseline.json",
+                "--plots", "plots", "--out", "reports",
                 "--summary", "metrics/summary.json")
     assert "report:" in out
     summary = json.loads((workdir / "metrics/summary.json").read_text())
     assert set(summary["models"]) == set(MODELS)
     assert set(summary["comparisons"]) == {"simple_cnn_vs_densenet121"}
+    baseline = json.loads((workdir / "metrics/baseline.json").read_text())
+    assert summary["baseline"]["macro_auc"] == baseline["macro_auc"]
+    assert set(summary["baseline"]) == {"macro_auc", "macro_auc_ci_low", "macro_auc_ci_high",
+                                        "auc"}
     markdown = (workdir / "reports/report.md").read_text()
+    assert "Linear baseline" in markdown
     assert "Simple CNN" in markdown and "DenseNet121" in markdown
     assert (workdir / "reports/report.html").read_text().startswith("<!DOCTYPE html>")
     assert (workdir / "reports/figures/auc_comparison.png").is_file()

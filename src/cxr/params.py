@@ -164,17 +164,19 @@ class ModelParams:
 # The embedded default's model blocks (params.yaml `models:`; tests/test_params.py checks that
 # the two agree). Why these schedules: the comment above `models:` in params.yaml.
 DEFAULT_MODELS: dict[str, ModelParams] = {
-    "simple_cnn": ModelParams(head_epochs=15, head_learning_rate=1e-3, finetune_epochs=0,
-                              patience=4),
-    "densenet121": ModelParams(head_epochs=1, head_learning_rate=1e-4, finetune_epochs=7,
-                               finetune_learning_rate=3e-4, patience=4),
-    "efficientnetb0": ModelParams(head_epochs=1, head_learning_rate=1e-4, finetune_epochs=7,
-                                  finetune_learning_rate=1e-3, patience=4),
-    "fusion": ModelParams(head_epochs=1, head_learning_rate=1e-4, finetune_epochs=5,
+    "simple_cnn": ModelParams(head_epochs=20, head_learning_rate=1e-3, finetune_epochs=0,
+                              patience=5),
+    "densenet121": ModelParams(head_epochs=0, head_learning_rate=1e-4, finetune_epochs=6,
+                               finetune_learning_rate=3e-4, patience=4,
+                               options={"batchnorm_momentum": 0.9}),
+    "efficientnetb0": ModelParams(head_epochs=0, head_learning_rate=1e-4, finetune_epochs=6,
+                                  finetune_learning_rate=1e-3, patience=4,
+                                  options={"batchnorm_momentum": 0.9}),
+    "fusion": ModelParams(head_epochs=0, head_learning_rate=1e-4, finetune_epochs=4,
                           finetune_learning_rate=3e-4, patience=4,
                           options={"dense_cut": "conv5_block16_concat",
                                    "efficient_cut": "block6a_expand_activation",
-                                   "proj_channels": 256}),
+                                   "proj_channels": 256, "batchnorm_momentum": 0.9}),
 }
 
 

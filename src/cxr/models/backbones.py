@@ -28,7 +28,7 @@ from cxr.models.constants import APPLICATION_MIN_IMAGE_SIZE, FEATURE_MAP_LAYER
 from cxr.models.heads import dense_head
 from cxr.models.layers import IMAGENET_STD
 from cxr.models.preprocessing import preprocessing_layer
-from cxr.validation import check_number
+from cxr.validation import check_fraction, check_number
 
 # name -> (constructor, the file keras.applications downloads for include_top=False).
 APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], str]] = {
@@ -261,6 +261,23 @@ def set_backbone_trainable(
         for layer in _walk_layers(backbone):
             is_batchnorm = isinstance(layer, layers.BatchNormalization)
             layer.trainable = trainable and not (freeze_batchnorm and is_batchnorm)
+    return model
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> keras.Model:
+    """Set the moving-statistics momentum of every BatchNormalization layer in the backbones.
+
+    Keras' applications use 0.99, made for long ImageNet runs: the moving statistics then
+    average the last ~100 steps. A randomly initialised backbone trained for a few hundred
+    steps changes faster than that, so validation (which uses the moving statistics) sees a
+    network from an epoch ago; 0.9 (~10 steps) keeps up. Saved with the model (layer config).
+    """
+    check_fraction(momentum, "batchnorm_momentum", include_boundaries="neither",
+                   type_error=ValueError)
+    for backbone in backbone_layers(model):
+        for layer in _walk_layers(backbone):
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = float(momentum)
     return model
 
 

@@ -18,6 +18,7 @@ from cxr.models.backbones import (
     imagenet_weights_files,
     load_weights_file,
     set_backbone_trainable,
+    set_batchnorm_momentum,
 )
 from cxr.models.registry import BACKBONES, MIN_IMAGE_SIZE, check_model_name
 from cxr.validation import check_bool
@@ -37,11 +38,14 @@ def model_options(name: str) -> dict[str, object]:
     """The extra keyword options `build(name, ...)` accepts, with their defaults."""
     check_model_name(name)
     signature = inspect.signature(_BUILDERS[name])
-    return {
+    options = {
         key: parameter.default
         for key, parameter in signature.parameters.items()
         if key not in _NOT_OPTIONS and parameter.default is not inspect.Parameter.empty
     }
+    if BACKBONES[name]:
+        options["batchnorm_momentum"] = None  # None: Keras' own (0.99)
+    return options
 
 
 def build(
@@ -66,7 +70,8 @@ def build(
             `efficientnetb3_notop.h5`; see `backbones.imagenet_weights_files`).
         freeze_backbone: make every backbone layer non-trainable (no-op for simple_cnn).
         options: model options, see `model_options(name)` (e.g. `dropout`,
-            `hidden_units`; fusion: `dense_cut`, `efficient_cut`, `proj_channels`).
+            `hidden_units`; fusion: `dense_cut`, `efficient_cut`, `proj_channels`; every
+            model with a backbone: `batchnorm_momentum`, None for Keras' 0.99).
 
     Returns:
         An uncompiled keras.Model with 14 sigmoid outputs, output layer `predictions`, a
@@ -105,6 +110,7 @@ def build(
     else:
         raise ValueError(f"weights must be 'none', 'imagenet' or a file path; got {weights!r}.")
 
+    momentum = options.pop("batchnorm_momentum", None)
     builder = _BUILDERS[name]
     if name == "simple_cnn":
         model = builder(image_size=image_size, **options)
@@ -112,6 +118,8 @@ def build(
         model = builder(image_size=image_size, weights=builder_weights, **options)
     if weights_path is not None:
         load_weights_file(model, weights_path)
+    if momentum is not None:
+        set_batchnorm_momentum(model, momentum)
     if freeze_backbone:
         set_backbone_trainable(model, False)
     return model

@@ -9,7 +9,7 @@ two branches differently.
 | ----------------- | --------------------------- | ------------------------------ |
 | densenet121       | torch mode: x/255, -mean, /std | `ImageNetNormalization`     |
 | efficientnetb0/b3 | 0-255 (normalizes inside)   | `Identity` (passes through)    |
-| simple_cnn        | 0-1                         | `Rescaling(1/255)`             |
+| simple_cnn        | -1 to 1 (zero-centred)      | `Rescaling(1/127.5, offset=-1)` |
 
 None of these layers has weights.
 """
@@ -42,7 +42,9 @@ def preprocessing_layer(backbone_name: str, name: str | None = None) -> layers.L
         # Keras's EfficientNet rescales and normalizes inside itself; it wants 0-255.
         return layers.Identity(name=name)
     if backbone_name == "simple_cnn":
-        return layers.Rescaling(1.0 / 255.0, name=name)
+        # Zero-centred: the simple CNN has no BatchNorm, and on [0, 1] inputs it sat at chance
+        # for its first ~6 epochs (docs/DESIGN.md).
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)
     raise ValueError(
         f"preprocessing_layer: unknown backbone_name {backbone_name!r}; "
         f"allowed: {', '.join(PREPROCESSING_BACKBONES)}."

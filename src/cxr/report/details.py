@@ -137,7 +137,8 @@ def _localization(context) -> list:
     columns = ["Finding", "Boxes", "Chance"]
     for name in shown:
         columns += [f"{display_name(name)}: pointing", f"{display_name(name)}: IoU"]
-    footnotes: list = [["Bold: the best pointing-game score in each row."]] if compare else []
+    footnotes: list = ([["Bold: the best pointing-game score in each row, when it is above "
+                         "chance."]] if compare else [])
     no_boxes = [finding for finding in LABELS if finding not in findings]
     if no_boxes:
         footnotes.append([f"No boxes scored for: {', '.join(no_boxes)}."])
@@ -150,7 +151,7 @@ def _localization(context) -> list:
                         groups=[("", 3)] + [(display_name(n), 2) for n in shown]))
     for name in shown:
         flat, n = (_num(_get(results[name], "overall", key)) for key in ("flat", "n"))
-        if flat and n and flat / n > 0.5:
+        if flat and n and flat / n > 0.1:
             blocks.append(Note([
                 f"{display_name(name)}: {_int(flat)} of {_int(n)} heatmaps are flat: nothing in "
                 "the image speaks for the boxed finding (every position's Grad-CAM sum is <= 0), "
@@ -165,7 +166,8 @@ def _localization(context) -> list:
                        _int(result.get("image_size")),
                        f"{_int(result.get('images_scored'))} of "
                        f"{_int(result.get('test_images_with_boxes'))}",
-                       f"{_int(flat)} of {_int(n)}",
+                       f"{_int(flat)} of {_int(n)}" + (f" ({_percent(_num(flat) / _num(n))})"
+                                                       if _num(n) else ""),
                        MISSING if per_heatmap is None else f"{per_heatmap * 1000:.1f} ms"])
     blocks.append(Table(["Model", "Layer explained", "Input (px)",
                          "Test images scored (of those with a box)", "Flat heatmaps",
@@ -183,7 +185,9 @@ def _localization_row(label: str, entries: list, compare: bool, bold: bool = Fal
     pointing = [(_num(_get(e, "pointing")), _fixed(_get(e, "pointing"))) for e in entries]
     cells = [Cell(label, bold=bold), " / ".join(sorted(counts)) or MISSING,
              _fixed(chances[0]) if chances else MISSING]
-    pointing_cells = _bold_best(pointing) if compare else [Cell(text) for _, text in pointing]
+    floor = chances[0] if chances else 0.0
+    pointing_cells = (_bold_best(pointing, floor=floor) if compare
+                      else [Cell(text) for _, text in pointing])
     for best_cell, e in zip(pointing_cells, entries, strict=True):
         cells += [best_cell, _fixed(_get(e, "iou_mean"))]
     return cells

@@ -114,25 +114,41 @@ def _test_auc(context) -> list:
     if not models:
         blocks.append(Note(["No models in the report context."]))
 
-    columns = (["Finding"] + [display_name(name) for name in models]
+    baseline = _get(context, "baseline")
+    baseline = baseline if isinstance(baseline, Mapping) else None
+    baseline_columns = [BASELINE_NAME] if baseline else []
+    columns = (["Finding"] + [display_name(name) for name in models] + baseline_columns
                + [f"{display_name(name)} {PUBLISHED_MARK}" for name in published])
     rows = []
     for finding in LABELS:
         ours = [_class_auc_cell(evaluated.get(name), finding) for name in models]
+        linear = [Cell(_auc(_num(_get(baseline, "auc", finding))))] if baseline else []
         reference = [_published_cell(name, finding) for name in published]
-        rows.append([Cell(finding)] + _bold_best(ours) + reference)
+        rows.append([Cell(finding)] + _bold_best(ours, floor=0.5) + linear + reference)
     macro = [(_num(_get(evaluated.get(name), "macro_auc")),
               _auc_with_ci(evaluated.get(name))) for name in models]
+    linear = [Cell(_auc_with_ci({"macro_auc": _get(baseline, "macro_auc"),
+                                 "macro_auc_ci_low": _get(baseline, "macro_auc_ci_low"),
+                                 "macro_auc_ci_high": _get(baseline, "macro_auc_ci_high")}))
+              ] if baseline else []
     reference = [Cell(_auc(_get(PUBLISHED_STUDY, "macro_auc", name), digits=4))
                  for name in published]
-    rows.append([Cell(MACRO_ROW, bold=True)] + _bold_best(macro) + reference)
+    rows.append([Cell(MACRO_ROW, bold=True)] + _bold_best(macro, floor=0.5) + linear + reference)
 
     footnotes: list = [
-        ["Bold: the best of this run's models in each row (published columns excluded)."],
+        ["Bold: the best of this run's models in each row (baseline and published columns "
+         "excluded), when it is above chance (0.5)."],
         ["n/a: the finding has no positives (or no negatives) in the test split, so it has no "
          "ROC-AUC; it is left out of the macro average."],
         [f"{PUBLISHED_MARK} {label}: test macro AUCs as published."],
     ]
+    if baseline:
+        settings = _get(baseline, "settings") or {}
+        footnotes.insert(1, [f"{BASELINE_NAME}: one logistic regression per finding on "
+                             f"{_int(settings.get('thumbnail'))}x{_int(settings.get('thumbnail'))} "
+                             "thumbnails of the training split, scored on the same test split: "
+                             "what pixel intensities at a coarse scale already tell. A deep "
+                             "model should beat it by more than its CI."])
     if any(not PUBLISHED_STUDY["auc"].get(name) for name in published):
         footnotes.append([f"{PUBLISHED_MARK} Per-class figures from the study's Table 2 are to "
                           "be filled in ", Text("PUBLISHED_STUDY", code=True), " (",
@@ -146,13 +162,17 @@ def _test_auc(context) -> list:
         columns, rows,
         caption=[Text(f"{PUBLISHED_MARK} = {label}", bold=True)],
         footnotes=footnotes,
-        groups=[("", 1), ("This run", len(models)), (f"{PUBLISHED_MARK} {label}", len(published))]
+        groups=[("", 1), ("This run", len(models) + len(baseline_columns)),
+                (f"{PUBLISHED_MARK} {label}", len(published))]
         if models else [("", 1), (f"{PUBLISHED_MARK} {label}", len(published))],
     ))
     if _get(context, "figures", "auc_comparison") is not None or evaluated:
         blocks.append(Figure(_get(context, "figures", "auc_comparison"),
                              "Test ROC-AUC per finding and model"))
     return blocks
+
+
+BASELINE_NAME = "Linear baseline"
 
 
 def _class_auc_cell(evaluation, finding: str) -> tuple[float | None, str]:
@@ -171,9 +191,13 @@ def _published_cell(model: str, finding: str) -> Cell:
     return Cell(_auc(value, digits=4) if value is not None else MISSING)
 
 
-def _bold_best(values: list[tuple[float | None, str]]) -> list[Cell]:
+def _bold_best(values: list[tuple[float | None, str]], floor: float | None = None) -> list[Cell]:
+    """Cells with the best value bold, unless that best is not above `floor` (chance level):
+    a 0.000 pointing game or an AUC of 0.5 is nobody's "best"."""
     numbers = [value for value, _ in values if value is not None]
     best = max(numbers) if numbers else None
+    if best is not None and floor is not None and best <= floor:
+        best = None
     return [Cell(text, bold=best is not None and value is not None and value == best)
             for value, text in values]
 

@@ -21,9 +21,13 @@ def compare_models(scores: Mapping[str, np.ndarray], y_true: np.ndarray, patient
     return comparisons
 
 
-def summary_metrics(models: Mapping[str, Mapping], comparisons: Sequence[Mapping]) -> dict:
-    """``metrics/summary.json``: the best model, each model's headline numbers, the pairs."""
+def summary_metrics(models: Mapping[str, Mapping], comparisons: Sequence[Mapping],
+                    baseline: Mapping | None = None) -> dict:
+    """``metrics/summary.json``: the best model, each model's headline numbers, the pairs, and
+    the linear baseline (macro AUC with its CI and per-finding AUC) when given."""
     best = max(models, key=lambda n: models[n]["eval"]["macro_auc"] or -1.0)
+    extra = {} if baseline is None else {"baseline": {
+        key: baseline[key] for key in ("macro_auc", "macro_auc_ci_low", "macro_auc_ci_high", "auc")}}
     return {
         "best_model": best,
         "models": {n: {"macro_auc": m["eval"]["macro_auc"],
@@ -32,10 +36,19 @@ def summary_metrics(models: Mapping[str, Mapping], comparisons: Sequence[Mapping
                        "ece": m["eval"]["calibration"]["ece"],
                        "referral_gain_at_20": m["eval"]["referral"]["gain_at_20"],
                        "pointing_game": (m["localize"] or {}).get("overall", {}).get("pointing"),
+                       "pointing_chance": (m["localize"] or {}).get("overall", {}).get("chance"),
+                       "flat_heatmaps": _share(m["localize"], "flat"),
                        "localization_iou": (m["localize"] or {}).get("overall", {})
                        .get("iou_mean"),
                        "auc": m["eval"]["auc"]} for n, m in models.items()},
         "comparisons": {f"{c['a']}_vs_{c['b']}": {k: c[k] for k in
                                                   ("difference", "ci_low", "ci_high", "p_value")}
                         for c in comparisons},
+        **extra,
     }
+
+
+def _share(localize: Mapping | None, key: str) -> float | None:
+    """overall[key] / overall["n"] of a localize result (None without one)."""
+    overall = (localize or {}).get("overall", {})
+    return overall[key] / overall["n"] if overall.get("n") else None
