@@ -17,7 +17,7 @@ from cxr.models.registry import MODEL_NAMES
 from cxr.params import flatten
 from cxr.report import plots
 from cxr.report.build import write_report
-from cxr.report.summary import compare_models, summary_metrics
+from cxr.report.summary import compare_models, headline_metrics, summary_metrics
 
 
 def main() -> None:
@@ -27,7 +27,8 @@ def main() -> None:
         localize_metrics="folder of localize metrics", predictions="folder of predictions",
         baseline="the linear baseline's metrics (JSON)",
         plots="folder of per-model plot folders", out="the report folder",
-        summary="the summary metrics (JSON)")
+        summary="the summary metrics (JSON)",
+        headline="the headline metrics (JSON): what `dvc exp show` lists")
     args, params = _common.start(parser)
     root = _common.dvc_root()
     names = [name for name in MODEL_NAMES if name in params.models]
@@ -87,6 +88,7 @@ def main() -> None:
     md_path, html_path = write_report(context, args.out)
     summary = summary_metrics(models, comparisons, baseline)
     write_json(summary, args.summary)
+    write_json(headline_metrics(summary), args.headline)
 
     with tracking.stage_run("report", root, params, dvc_exp_name=_common.dvc_exp_name()) as run:
         run.log_metrics({f"{n}_test_macro_auc": v["macro_auc"]

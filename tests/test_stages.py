@@ -108,13 +108,18 @@ def test_report_stage_reads_every_input_from_its_arguments(workdir):
                 "--eval-metrics", "metrics/eval", "--localize-metrics", "metrics/localize",
                 "--predictions", "predictions", "--baseline", "metrics/baseline.json",
                 "--plots", "plots", "--out", "reports",
-                "--summary", "metrics/summary.json")
+                "--summary", "metrics/summary.json", "--headline", "metrics/headline.json")
     assert "report:" in out
     summary = json.loads((workdir / "metrics/summary.json").read_text())
     assert set(summary["models"]) == set(MODELS)
     assert set(summary["comparisons"]) == {"simple_cnn_vs_densenet121"}
     baseline = json.loads((workdir / "metrics/baseline.json").read_text())
     assert summary["baseline"]["macro_auc"] == baseline["macro_auc"]
+    headline = json.loads((workdir / "metrics/headline.json").read_text())
+    assert set(headline) == {*MODELS, "baseline"}
+    assert set(headline["simple_cnn"]) == {"macro_auc", "macro_auc_ci_low", "macro_auc_ci_high",
+                                           "ece", "referral_gain_at_20", "pointing_game",
+                                           "flat_heatmaps"}
     assert set(summary["baseline"]) == {"macro_auc", "macro_auc_ci_low", "macro_auc_ci_high",
                                         "auc"}
     markdown = (workdir / "reports/report.md").read_text()

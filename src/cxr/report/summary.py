@@ -52,3 +52,19 @@ def _share(localize: Mapping | None, key: str) -> float | None:
     """overall[key] / overall["n"] of a localize result (None without one)."""
     overall = (localize or {}).get("overall", {})
     return overall[key] / overall["n"] if overall.get("n") else None
+
+
+HEADLINE_KEYS = ("macro_auc", "macro_auc_ci_low", "macro_auc_ci_high", "ece",
+                 "referral_gain_at_20", "pointing_game", "flat_heatmaps")
+
+
+def headline_metrics(summary: Mapping) -> dict:
+    """``metrics/headline.json``: the few numbers per model (and the baseline's macro AUC) that
+    ``dvc exp show`` and ``dvc metrics diff`` show by default; the rest stays in the detailed
+    files (summary, eval, train, localize, baseline)."""
+    headline = {name: {key: model.get(key) for key in HEADLINE_KEYS}
+                for name, model in summary["models"].items()}
+    if "baseline" in summary:
+        headline["baseline"] = {key: summary["baseline"][key]
+                                for key in ("macro_auc", "macro_auc_ci_low", "macro_auc_ci_high")}
+    return headline
