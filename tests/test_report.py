@@ -185,14 +185,15 @@ def test_table2_layout_and_published_label(tmp_path, source, label):
     assert all(len(row) == len(columns) for row in rows)
     assert label in table
     assert (document.PUBLISHED_LABEL_PHANTOMS in table) == (source == "phantoms")
-    # the published macro row, typed in from the study's Table 2 (../shared/reference/
+    # the published figures, typed in from the study's Table 2 (../shared/reference/
     # study_table2.md: simple CNN, DenseNet121, EfficientNetB0, fusion), not read from
-    # PUBLISHED_STUDY; per-class published cells are left empty (not invented)
+    # PUBLISHED_STUDY: the macro row and two per-class rows
     macro = rows[-1]
     assert macro[-4:] == ["0.6558", "0.7096", "0.7363", "0.8156"]
     assert macro[4] == "<strong>0.770<br>(0.730–0.810)</strong>"  # fusion is best
-    assert all(row[-1] == document.MISSING for row in rows[:-1])
-    assert "PUBLISHED_STUDY" in _html_section(page, "test-auc")
+    assert rows[LABELS.index("Cardiomegaly")][-4:] == ["0.6800", "0.6200", "0.7400", "0.9100"]
+    assert rows[LABELS.index("Pneumonia")][-4:] == ["0.7200", "0.7300", "0.7400", "0.6500"]
+    assert "to be filled in" not in _html_section(page, "test-auc")
     hernia = rows[LABELS.index("Hernia")]
     assert all(cell == "n/a (no positives in split)" for cell in hernia[1:5])
     for row in rows[:-1]:  # exactly the best of this run's models is bold

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -197,21 +197,30 @@ def mc_dropout_predict(
         return mc_every_dropout(model, data, passes, seed, batch_size, keep_samples)
     passes, seed, batch_size = _check_settings(passes, seed, batch_size)
     head = MonteCarloHead.of(model)
+
+    def sampled_batches() -> Iterator[np.ndarray]:
+        first_index = 0
+        for images in _image_batches(data, batch_size):
+            n_images = int(images.shape[0])
+            if n_images == 0:
+                continue
+            masks = head.masks(seed, first_index, n_images, passes)
+            yield head.sample(head.features(images), masks, passes)
+            first_index += n_images
+
+    return _collect(sampled_batches(), keep_samples)
+
+
+def _collect(sampled_batches: Iterable[np.ndarray], keep_samples: bool) -> MCResult:
+    """Mean and std over the passes of every (T, n, K) batch of samples, in order."""
     means, stds, kept = [], [], []
-    first_index = 0
-    for images in _image_batches(data, batch_size):
-        n_images = int(images.shape[0])
-        if n_images == 0:
-            continue
-        features = head.features(images)
-        samples = head.sample(features, head.masks(seed, first_index, n_images, passes), passes)
+    for samples in sampled_batches:
         mean, std = _mean_and_std(samples)
         means.append(mean)
         stds.append(std)
         if keep_samples:
             kept.append(samples)
-        first_index += n_images
-    if first_index == 0:
+    if not means:
         raise ValueError("mc_dropout_predict: data holds no images.")
     return MCResult(
         samples=np.concatenate(kept, axis=1) if keep_samples else None,
@@ -319,26 +328,12 @@ def mc_every_dropout(
     through one traced graph. Same arguments and result as `mc_dropout_predict`.
     """
     passes, seed, batch_size = _check_settings(passes, seed, batch_size)
-    means, stds, kept = [], [], []
     with sampling_every_dropout(model, seed):
         forward = tf.function(lambda x: ops.cast(model(x, training=False), "float32"),
                               reduce_retracing=True)
-        for images in _image_batches(data, batch_size):
-            if int(images.shape[0]) == 0:
-                continue
-            samples = np.stack([np.asarray(forward(images)) for _ in range(passes)])
-            mean, std = _mean_and_std(samples)
-            means.append(mean)
-            stds.append(std)
-            if keep_samples:
-                kept.append(samples)
-    if not means:
-        raise ValueError("mc_dropout_predict: data holds no images.")
-    return MCResult(
-        samples=np.concatenate(kept, axis=1) if keep_samples else None,
-        mean=np.concatenate(means),
-        std=np.concatenate(stds),
-    )
+        return _collect((np.stack([np.asarray(forward(images)) for _ in range(passes)])
+                         for images in _image_batches(data, batch_size)
+                         if int(images.shape[0]) > 0), keep_samples)
 
 
 def predictions_table(
