@@ -382,9 +382,14 @@ def test_all_agrees_with_head_where_every_dropout_is_in_the_head(model):
     (BatchNorm in inference mode in both: far from batch statistics, see bn_model)."""
     x = images(2)
     statistics = _batchnorm_statistics(model)
-    head = mc_dropout_predict(model, x, passes=3000, seed=0, layers="head")
-    every = mc_dropout_predict(model, x, passes=3000, seed=0, layers="all")
-    np.testing.assert_allclose(every.mean, head.mean, atol=0.01)
+    passes = 3000
+    head = mc_dropout_predict(model, x, passes=passes, seed=0, layers="head")
+    every = mc_dropout_predict(model, x, passes=passes, seed=0, layers="all")
+    # Two independent Monte-Carlo estimates of one mean: each element may differ by chance by
+    # a few standard errors of the difference (a fixed 0.01 failed 2 of 28 elements at
+    # ~2.8 standard errors in CI). 5 standard errors: a false alarm about once in 60,000 runs.
+    standard_error = np.sqrt((head.std**2 + every.std**2) / passes)
+    assert np.all(np.abs(every.mean - head.mean) <= 5 * standard_error + 1e-6)
     np.testing.assert_allclose(every.std, head.std, rtol=0.1, atol=0.003)
     assert head.std.max() > 0.02
     for before, after in zip(statistics, _batchnorm_statistics(model), strict=True):
