@@ -242,25 +242,30 @@ def model_image_size(model) -> int:
 
 
 def decode_images(paths: Sequence[Path], image_size: int):
-    """Decode every file on its own: `(names, uint8 images, failures)` for the good and bad."""
-    import tensorflow as tf
+    """Decode every file on its own: `(names, uint8 images, failures)` for the good and bad.
 
-    from cxr.data.loading import decode_and_resize
+    The same decoding and resizing as the prepare stage (`read_gray`, `resize_gray`), so a
+    model sees at prediction time exactly the pixels it was trained and evaluated on.
+    """
+    import numpy as np
+
+    from cxr.data.prepare import read_gray, resize_gray
 
     names, images, failures = [], [], []
     for path in paths:
         try:
-            image = decode_and_resize(tf.constant(str(path)), image_size).numpy()
-        except Exception as err:  # tf.errors.OpError mostly; any failure skips just this file
-            failures.append(Failure(str(path), _decode_error(err)))
+            gray = resize_gray(read_gray(path), image_size)
+        except Exception as err:  # unreadable or unsupported: skip just this file
+            reason = _decode_error(err).removeprefix(f"{path}: ")  # the report names the file
+            failures.append(Failure(str(path), reason))
             continue
         names.append(str(path))
-        images.append(image)
+        images.append(np.repeat(gray[..., None], 3, axis=-1))
     return names, images, failures
 
 
 def _decode_error(error: Exception) -> str:
-    """TensorFlow's message without its op-internals decoration."""
+    """The error's message, without TensorFlow's op-internals decoration if it has any."""
     text = getattr(error, "message", None) or str(error)
     text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
     text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text, flags=re.DOTALL)
