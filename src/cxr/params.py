@@ -157,6 +157,8 @@ class ModelParams:
     reduce_lr_patience: int = 2
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-5
+    schedule: str = "plateau"         # plateau (ReduceLROnPlateau) | cosine (warm-up + cosine)
+    warmup_epochs: int = 0            # cosine only: linear warm-up epochs
     # Keyword options of cxr.models.build (e.g. fusion: dense_cut, efficient_cut).
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -377,6 +379,10 @@ def validate(params: Params, source: str = "params") -> None:
         for key in ("head_learning_rate", "finetune_learning_rate", "min_learning_rate"):
             if not getattr(model, key) > 0:
                 fail(f"models.{name}.{key}", getattr(model, key), "a positive number")
+        if model.schedule not in ("plateau", "cosine"):
+            fail(f"models.{name}.schedule", model.schedule, "plateau or cosine")
+        if model.warmup_epochs < 0:
+            fail(f"models.{name}.warmup_epochs", model.warmup_epochs, "a non-negative integer")
         if not 0 < model.reduce_lr_factor < 1:
             fail(f"models.{name}.reduce_lr_factor", model.reduce_lr_factor, "a factor in (0, 1)")
     if params.mc_dropout.passes < 2:

@@ -7,7 +7,11 @@ backbone (simple_cnn) train in phase 1 only, all layers trainable.
 
 Each phase monitors the validation macro AUC (`keras.metrics.AUC(multi_label=True)`): the
 best weights are checkpointed, training stops after `patience` epochs without improvement,
-the LR is reduced on plateaus, and the best weights are restored at the end of the phase.
+the best weights are restored at the end of the phase. The learning rate follows the
+phase's `schedule`: "plateau" halves it (by `reduce_lr_factor`) after `reduce_lr_patience`
+epochs without a gain; "cosine" warms up linearly over `warmup_epochs` from 1% of the phase's
+rate, then decays along a cosine to `min_learning_rate` at the phase's last planned step (a
+per-step schedule held by the optimizer, so a resumed run continues it where it stopped).
 
 Resume: every epoch writes the model + optimizer state (Keras BackupAndRestore), the best
 weights and the epoch log into `checkpoint_dir`. A run killed mid-phase continues from its
@@ -30,6 +34,7 @@ import numpy as np
 from cxr.models import backbone_layers, set_backbone_trainable
 
 MONITOR = "val_auc"
+SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,13 @@ class TrainConfig:
     reduce_lr_patience: int = 2
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-5
+    schedule: str = "plateau"
+    warmup_epochs: int = 0
     jit_compile: bool = False
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule = {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
 
     def phases(self, has_backbone: bool) -> list[Phase]:
         if not has_backbone:
@@ -137,7 +148,8 @@ def history_rows(history: dict[str, list[dict]]) -> list[dict]:
     return [{"step": i + 1, "phase": phase, **row} for i, (phase, row) in enumerate(rows)]
 
 
-def compile_model(model: keras.Model, loss, learning_rate: float, jit_compile: bool) -> None:
+def compile_model(model: keras.Model, loss, learning_rate, jit_compile: bool) -> None:
+    """Adam, the loss and the macro AUC; `learning_rate` is a number or a Keras schedule."""
     n_labels = model.output_shape[-1]
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -177,6 +189,28 @@ def train_two_phase(
     return history
 
 
+def cosine_schedule(phase: Phase, config: TrainConfig, steps_per_epoch: int):
+    """Linear warm-up over `warmup_epochs` from 1% of the phase's rate to the rate, then a
+    cosine decay to `min_learning_rate` at the end of the phase's planned epochs."""
+    total = phase.epochs * steps_per_epoch
+    warmup = min(config.warmup_epochs, phase.epochs) * steps_per_epoch
+    floor = min(config.min_learning_rate, phase.learning_rate)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=phase.learning_rate / 100 if warmup else phase.learning_rate,
+        decay_steps=max(total - warmup, 1), alpha=floor / phase.learning_rate,
+        warmup_target=phase.learning_rate if warmup else None, warmup_steps=warmup)
+
+
+def _steps_per_epoch(train_data) -> int:
+    """Batches per epoch of a tf.data dataset or a Keras PyDataset / Sequence."""
+    sized = hasattr(train_data, "cardinality")
+    steps = int(train_data.cardinality()) if sized else len(train_data)
+    if steps <= 0:
+        raise ValueError(f"schedule = cosine needs a training dataset of known length; got "
+                         f"{steps} batches per epoch (infinite or unknown)")
+    return steps
+
+
 def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict) -> None:
     """Resume only checkpoints written by an identical run; anything else starts over."""
     marker = checkpoint_dir / "run.json"
@@ -200,20 +234,23 @@ def _run_phase(model, phase: Phase, train_data, val_data, loss, config: TrainCon
         model.load_weights(best.best_path)
         return best.history
     set_backbone_trainable(model, not phase.freeze_backbone)
+    learning_rate = phase.learning_rate
+    if config.schedule == "cosine" and phase.epochs > 0:
+        learning_rate = cosine_schedule(phase, config, _steps_per_epoch(train_data))
     with strategy.scope():
-        compile_model(model, loss, phase.learning_rate, config.jit_compile)
+        compile_model(model, loss, learning_rate, config.jit_compile)
     # `best` before the backup: if a kill lands between the two writes, the epoch is
     # trained again and its log row replaced, never lost.
     callbacks = [
         StopOnNaN(phase.name),
         best,
         keras.callbacks.BackupAndRestore(str(checkpoint_dir / f"{phase.name}_backup")),
-        keras.callbacks.ReduceLROnPlateau(monitor=MONITOR, mode="max",
-                                          factor=config.reduce_lr_factor,
-                                          patience=config.reduce_lr_patience,
-                                          min_lr=min(config.min_learning_rate,
-                                                     phase.learning_rate)),
     ]
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=MONITOR, mode="max", factor=config.reduce_lr_factor,
+            patience=config.reduce_lr_patience,
+            min_lr=min(config.min_learning_rate, phase.learning_rate)))
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: on_epoch(phase.name, best.history[-1])))
