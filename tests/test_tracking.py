@@ -185,6 +185,7 @@ def test_pipeline_key_is_commit_experiment_and_params(tmp_path):
         {"a": 2, "b": "x"})
     assert tracking.pipeline_key("abc", "", digest) == f"abc/-/{digest}"
     assert tracking.pipeline_key("abc", "exp-1", digest) == f"abc/exp-1/{digest}"
+    assert tracking.pipeline_key("abc", "it's", digest) == f"abc/it_s/{digest}"
     assert tracking.head_commit(tmp_path) == "unknown"
 
 

@@ -119,7 +119,8 @@ def pipeline_key(commit: str, dvc_exp_name: str, digest: str) -> str:
     process of one execution computes the same key (the dirty marker is left out: DVC rewrites
     the tracked dvc.lock and metrics between stages).
     """
-    return f"{commit}/{dvc_exp_name or '-'}/{digest}"
+    # A quote would end the search filter's string literal (git allows one in a ref name).
+    return f"{commit}/{dvc_exp_name.replace(chr(39), '_') or '-'}/{digest}"
 
 
 class Run:
