@@ -73,3 +73,17 @@ def test_paired_comparisons_report_each_pair():
     assert lines[0].startswith("report: paired bootstrap (5 resamples) 1/3 model pairs (33%), ")
     assert [line.split(" model pairs")[0].split(" ")[-1] for line in lines] == ["1/3", "2/3",
                                                                               "3/3"]
+
+
+def test_printer_flushes_so_a_piped_log_shows_the_line_at_once(monkeypatch):
+    """Redirected to a log file (`dvc repro > log`, CI) stdout is block-buffered: a plain
+    print would show up only at exit."""
+    import io
+    import sys
+
+    from cxr.progress import printer
+
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8"))
+    printer("prepare: 10/100 images (10%), 1 s")
+    assert raw.getvalue() == b"prepare: 10/100 images (10%), 1 s\n"
