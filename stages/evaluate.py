@@ -24,6 +24,7 @@ from cxr.evaluation.summary import eval_log_metrics, mc_dropout_summary
 from cxr.evaluation.uncertainty import mc_dropout_predict, predictions_table
 from cxr.io import read_table, write_json, write_table
 from cxr.labels import LABELS
+from cxr.progress import Progress, printer
 from cxr.report import plots
 from cxr.training.fit import history_rows
 
@@ -44,15 +45,18 @@ def main() -> None:
     test, val = table[table["split"] == "test"], table[table["split"] == "val"]
     started = time.perf_counter()
 
-    def mc_predict(rows: pd.DataFrame, keep_samples: bool = False):
+    def mc_predict(rows: pd.DataFrame, split: str, keep_samples: bool = False):
         data = make_dataset_from_store(store.images, store.rows_for(rows["Image Index"]), None,
                                        ev.batch_size, parallel_calls=params.pipeline.parallel_calls)
+        done = Progress(f"evaluate@{name}: MC dropout ({mc.passes} passes), {split}", len(rows))
         return mc_dropout_predict(model, data, passes=mc.passes, seed=params.seed,
-                                  keep_samples=keep_samples, layers=mc.layers)
+                                  keep_samples=keep_samples, layers=mc.layers,
+                                  progress=done.advance)
 
-    test_mc = mc_predict(test, keep_samples=True)
-    val_mc = mc_predict(val)
+    test_mc = mc_predict(test, "test", keep_samples=True)
+    val_mc = mc_predict(val, "val")
     mc_seconds = time.perf_counter() - started
+    printer(f"evaluate@{name}: metrics, {ev.n_boot} patient-bootstrap resamples")
 
     y_test, y_val = test[list(LABELS)].to_numpy(), val[list(LABELS)].to_numpy()
     result = evaluate(y_test, test_mc.mean, test_mc.std, test["Patient ID"].to_numpy(), LABELS,
@@ -70,6 +74,7 @@ def main() -> None:
     write_table(predictions_table(test["Image Index"], test_mc, mc.threshold, LABELS),
                 args.predictions)
 
+    printer(f"evaluate@{name}: plots, {time.perf_counter() - started:.0f} s")
     history = json.loads((args.model_dir / "history.json").read_text())
     rows = history_rows(history)
     example = int(np.argmax(test_mc.std.max(axis=1)))  # the test image the model is least sure of

@@ -9,7 +9,8 @@ seed, the same images for every model), explains each box's finding with Grad-CA
 the image files (NIH: 1024 px PNGs), so each boxed image's size is read from its PNG header
 (NIH's OriginalImage[Width,Height] is the film's size, not the PNG's); the explained layer,
 input size and label order come from the model's metadata.json. Writes the localize metrics
-JSON (per finding and overall, plus the time per heatmap) and the example overlays PNG.
+JSON (per finding and overall, plus the time per heatmap) and the example overlays PNG; logs
+them to MLflow (`cxr.interpret.localization.localization_log_metrics`).
 """
 
 import time
@@ -19,14 +20,22 @@ import keras
 import numpy as np
 
 import cxr.models.layers  # noqa: F401  (registers the custom layers before loading)
+from cxr import tracking
 from cxr.data.loading import make_dataset_from_store
 from cxr.data.nih import read_bbox_list
 from cxr.data.prepare import open_store
 from cxr.interpret import gradcam as cam
-from cxr.interpret.localization import localization_summary, map_box, score, select_boxes
+from cxr.interpret.localization import (
+    localization_log_metrics,
+    localization_summary,
+    map_box,
+    score,
+    select_boxes,
+)
 from cxr.interpret.overlays import examples_grid
 from cxr.io import read_table, write_json
 from cxr.models.metadata import read_metadata
+from cxr.progress import Progress, printer
 
 
 def main() -> None:
@@ -72,11 +81,14 @@ def main() -> None:
         started = time.perf_counter()  # the first call traces the gradient graph
         cam.gradcam(model, images[image_of_pair[:1]], classes[:1], layer, settings.batch_size)
         trace_seconds = time.perf_counter() - started
+        printer(f"localize@{name}: Grad-CAM graph traced in {trace_seconds:.0f} s")
+        done = Progress(f"localize@{name}: Grad-CAM", len(pairs), unit="heatmaps")
         started = time.perf_counter()
         for start in range(0, len(pairs), settings.batch_size):
             chunk = slice(start, start + settings.batch_size)
             heatmaps[chunk] = cam.gradcam(model, images[image_of_pair[chunk]], classes[chunk],
                                           layer, settings.batch_size)
+            done.advance(len(heatmaps[chunk]))
         seconds = time.perf_counter() - started
     heatmap_of = {(row["Image Index"], row["Finding Label"]): i for i, row in pairs.iterrows()}
 
@@ -117,6 +129,13 @@ def main() -> None:
     write_json(result, args.metrics)
     examples_grid(examples, f"{name}: Grad-CAM ({layer}) on test images with a lesion box",
                   args.examples)
+    with tracking.stage_run(f"localize@{name}", _common.dvc_root(), params, model=name,
+                            dvc_exp_name=_common.dvc_exp_name()) as run:
+        run.log_metrics(localization_log_metrics(result))
+        run.log_artifact(args.examples, "plots")
+        run.log_artifact(args.metrics)
+        result["mlflow_run_id"] = run.run_id
+    write_json(result, args.metrics)
     overall = summary["overall"]
     per_heatmap = result["seconds_per_heatmap"]
     print(f"localize@{name}: {len(records)} boxes on {len(names)} test images; pointing game "

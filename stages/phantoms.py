@@ -7,6 +7,7 @@ a plain `dvc repro` on the real data costs nothing here.
 import _common
 
 from cxr.data.phantoms import PhantomConfig, generate_phantoms
+from cxr.progress import printer
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
         strength_range=(params.phantoms.strength_min, params.phantoms.strength_max),
         processes=params.phantoms.processes,
     )
-    summary = generate_phantoms(args.out, config)
+    summary = generate_phantoms(args.out, config, progress=printer)
     print(f"phantoms: {summary['images']} images of {summary['patients']} patients "
           f"in {summary['seconds']:.1f} s -> {args.out}")
 

@@ -11,6 +11,7 @@ import _common
 
 from cxr.data.prepare import prepare_store
 from cxr.io import read_table
+from cxr.progress import printer
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
                          f"{table.loc[no_path[0], 'Image Index']!r} has no path (ingest ran "
                          f"with data.check_images: false?); the prepare stage needs the images")
     info = prepare_store(table["path"], table["Image Index"], params.pipeline.image_size,
-                         args.out, processes=params.prepare.processes, progress=print)
+                         args.out, processes=params.prepare.processes, progress=printer)
     print(f"prepare: {info['count']} images at {info['image_size']} px in "
           f"{info['seconds']:.1f} s -> {args.out}")
 

@@ -15,6 +15,7 @@ from cxr.io import read_json, read_table, write_json
 from cxr.labels import LABELS
 from cxr.models.registry import MODEL_NAMES
 from cxr.params import flatten
+from cxr.progress import printer
 from cxr.report import plots
 from cxr.report.build import write_report
 from cxr.report.summary import compare_models, headline_metrics, summary_metrics
@@ -57,7 +58,7 @@ def main() -> None:
     comparisons = compare_models(scores, test[list(LABELS)].to_numpy(),
                                  test["Patient ID"].to_numpy(), LABELS,
                                  n_boot=params.evaluate.n_boot, seed=params.seed,
-                                 ci=params.evaluate.ci)
+                                 ci=params.evaluate.ci, progress=printer)
     figure_dir = args.out / "figures"
     figures = {
         "referral": plots.referral_curves(
@@ -73,6 +74,8 @@ def main() -> None:
     }
     run_ids = {f"train@{n}": m["train"].get("mlflow_run_id") for n, m in models.items()}
     run_ids.update({f"evaluate@{n}": m["eval"].get("mlflow_run_id") for n, m in models.items()})
+    run_ids.update({f"localize@{n}": m["localize"].get("mlflow_run_id")
+                    for n, m in models.items() if m["localize"]})
     baseline = read_json(args.baseline)
     context = {
         "title": "Chest X-ray classifiers: test-split comparison",
@@ -85,14 +88,16 @@ def main() -> None:
         "provenance": {"git_commit": tracking.git_commit(root), "params": flatten(params),
                        "mlflow_run_ids": run_ids, "dvc_exp_name": _common.dvc_exp_name()},
     }
-    md_path, html_path = write_report(context, args.out)
+    md_path, html_path = write_report(context, args.out, progress=printer)
     summary = summary_metrics(models, comparisons, baseline)
     write_json(summary, args.summary)
     write_json(headline_metrics(summary), args.headline)
 
     with tracking.stage_run("report", root, params, dvc_exp_name=_common.dvc_exp_name()) as run:
-        run.log_metrics({f"{n}_test_macro_auc": v["macro_auc"]
-                         for n, v in summary["models"].items()})
+        headline = {f"{n}_test_{key}": value for n, metrics in headline_metrics(summary).items()
+                    for key, value in metrics.items()}
+        run.log_metrics(headline)
+        run.log_pipeline_metrics(headline)  # the parent run then answers "which was best"
         for path in (md_path, html_path, args.summary, *figures.values()):
             run.log_artifact(path, "report")
     best = summary["best_model"]

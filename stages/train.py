@@ -4,7 +4,7 @@ Usage: python stages/train.py MODEL --split SPLIT_CSV --store STORE --out MODEL_
        --history CSV --checkpoints DIR
 Writes MODEL_DIR/model.keras, MODEL_DIR/history.json, MODEL_DIR/metadata.json (label order,
 image size, Grad-CAM layer, validation thresholds), the train metrics JSON and the per-epoch
-history CSV; logs the run to MLflow. Resumable: a killed run continues from the checkpoint
+history CSV; logs the run to MLflow, the model as an MLflow model (`cxr.serving`). Resumable: a killed run continues from the checkpoint
 folder when it is started again with the same settings.
 """
 
@@ -17,7 +17,7 @@ import _common
 import numpy as np
 import pandas as pd
 
-from cxr import tracking
+from cxr import serving, tracking
 from cxr.data.loading import Augmentation, make_dataset_from_store
 from cxr.data.prepare import open_store
 from cxr.evaluation import choose_thresholds
@@ -107,9 +107,10 @@ def main() -> None:
         write_metadata(args.out, metadata)
         write_table(pd.DataFrame(history_rows(history)), args.history)
         write_json(summary, args.metrics)
-        for path in (args.out / "model.keras", args.out / "history.json",
-                     args.out / "metadata.json", args.history):
+        for path in (args.out / "history.json", args.out / "metadata.json", args.history):
             run.log_artifact(path)
+        # The model as an MLflow model (runs:/RUN_ID/model): servable with `mlflow models`.
+        serving.log_model(model, LABELS, np.asarray(next(iter(val_data))[0])[:1])
         run.log_metrics({"val_macro_auc_sklearn": summary["val_macro_auc"]})
     shutil.rmtree(args.checkpoints, ignore_errors=True)  # finished: nothing left to resume
     epochs_run = sum(summary["epochs"].values())

@@ -202,3 +202,20 @@ def test_select_boxes_caps_images_deterministically():
     assert set(other["Image Index"]) != set(first["Image Index"])
     with pytest.raises(ValueError, match="no image size"):
         select_boxes(boxes, images, sizes.iloc[:3], max_images=50, seed=0)
+
+
+def test_log_metrics_carry_overall_and_per_finding_scores():
+    from cxr.interpret.localization import localization_log_metrics
+
+    records = [{"finding": "Mass", "hit": True, "iou": 0.5, "chance": 0.1, "flat": False},
+               {"finding": "Mass", "hit": False, "iou": 0.0, "chance": 0.1, "flat": True},
+               {"finding": "Nodule", "hit": True, "iou": 0.25, "chance": 0.05, "flat": False}]
+    metrics = localization_log_metrics({**localization_summary(records),
+                                        "seconds_per_heatmap": 0.01})
+    assert metrics["pointing_game"] == pytest.approx(2 / 3)
+    assert metrics["flat_heatmaps"] == pytest.approx(1 / 3)
+    assert metrics["iou_mean"] == pytest.approx(0.25)
+    assert metrics["pointing_macro"] == pytest.approx(0.75)
+    assert metrics["boxes_scored"] == 3 and metrics["seconds_per_heatmap"] == 0.01
+    assert metrics["pointing_Mass"] == 0.5 and metrics["iou_Nodule"] == 0.25
+    assert metrics["pointing_Atelectasis"] is None  # no boxes: left out by Run.log_metrics

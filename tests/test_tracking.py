@@ -138,3 +138,93 @@ def test_run_tags_name_stage_commit_data_and_model(tmp_path):
     assert tags == {"model": "fusion", "stage": "train@fusion", "git_commit": "unknown",
                     "dvc_exp_name": "exp-1", "data_source": "phantoms"}
     assert "model" not in tracking.run_tags("report", tmp_path, "nih")
+
+
+def _stage(uri, tmp_path, name, key, tags=None, fail=False):
+    """One stage-like run nested under the pipeline ``key``; raises inside when ``fail``."""
+    with tracking.start_run(uri, "exp", name, {"seed": 1}, {"stage": name},
+                            tmp_path / "artifacts", pipeline=key,
+                            pipeline_tags=tags or {"dvc_exp_name": ""}) as run:
+        run.log_metrics({"m": 1.0})
+        if fail:
+            raise RuntimeError("stage failed")
+    return run
+
+
+def test_stage_runs_of_one_key_share_one_parent_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking.resolve_tracking_uri("", tmp_path)
+    key = tracking.pipeline_key("abc123", "", "d1")
+    first, second = (_stage(uri, tmp_path, name, key) for name in ("train@x", "evaluate@x"))
+    other = _stage(uri, tmp_path, "train@x", tracking.pipeline_key("abc123", "exp-2", "d1"),
+                   {"dvc_exp_name": "exp-2"})
+    assert first.parent_run_id == second.parent_run_id != other.parent_run_id
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("exp").experiment_id
+    parents = client.search_runs([experiment], "tags.`cxr.role` = 'pipeline'")
+    assert len(parents) == 2
+    parent = client.get_run(first.parent_run_id)
+    assert parent.data.tags["cxr.pipeline_key"] == "abc123/-/d1"
+    assert parent.data.params == {"seed": "1"} and parent.info.status == "FINISHED"
+    assert client.get_run(other.parent_run_id).info.run_name == "exp-2"
+    nested = tracking.pipeline_runs(client, experiment, key)
+    assert [run.info.run_id for run in nested] == [first.run_id, second.run_id]
+    assert all(run.data.tags["cxr.role"] == "stage" for run in nested)
+
+    with pytest.raises(RuntimeError, match="stage failed"):
+        _stage(uri, tmp_path, "localize@x", key, fail=True)
+    assert client.get_run(first.parent_run_id).info.status == "FAILED"
+    assert len(tracking.pipeline_runs(client, experiment, key)) == 3
+
+
+def test_pipeline_key_is_commit_experiment_and_params(tmp_path):
+    digest = tracking.params_digest({"a": 1, "b": "x"})
+    assert digest == tracking.params_digest({"b": "x", "a": 1}) != tracking.params_digest(
+        {"a": 2, "b": "x"})
+    assert tracking.pipeline_key("abc", "", digest) == f"abc/-/{digest}"
+    assert tracking.pipeline_key("abc", "exp-1", digest) == f"abc/exp-1/{digest}"
+    assert tracking.pipeline_key("abc", "it's", digest) == f"abc/it_s/{digest}"
+    assert tracking.head_commit(tmp_path) == "unknown"
+
+
+_RACER = """
+import sys, time, pathlib
+from cxr import tracking
+uri, barrier = sys.argv[1], pathlib.Path(sys.argv[2])
+import mlflow  # before the barrier: the racers then meet at the store, not at the import
+(barrier / sys.argv[4]).touch()
+while len(list(barrier.iterdir())) < 3:
+    time.sleep(0.005)
+with tracking.start_run(uri, "race", "train@x", {"seed": 1}, {}, sys.argv[3],
+                        pipeline="c/-/d", pipeline_tags={}) as run:
+    pass
+print(run.parent_run_id)
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_stages_on_a_new_store_create_one_parent(tmp_path):
+    """Three stage processes start at the same instant (a file barrier) on an empty SQLite
+    store, like queue workers of `dvc exp run`: no lock error, one parent, three runs under it."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking.resolve_tracking_uri("", tmp_path)
+    script = tmp_path / "racer.py"
+    script.write_text(_RACER)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    racers = [subprocess.Popen([sys.executable, str(script), uri, str(barrier),
+                                str(tmp_path / "artifacts"), str(index)], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+              for index in range(3)]
+    answers = [racer.communicate(timeout=120) for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers), [err[-1500:] for _, err in answers]
+    parents = {out.strip() for out, _ in answers}
+    assert len(parents) == 1
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("race").experiment_id
+    assert len(client.search_runs([experiment], "tags.`cxr.role` = 'pipeline'")) == 1
+    assert len(tracking.pipeline_runs(client, experiment, "c/-/d")) == 3

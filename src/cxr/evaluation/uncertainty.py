@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -166,6 +166,7 @@ def mc_dropout_predict(
     batch_size: int = 64,
     keep_samples: bool = False,
     layers: str = "head",
+    progress: Callable[[int], None] | None = None,
 ) -> MCResult:
     """Monte-Carlo dropout predictions, T stochastic passes per image.
 
@@ -186,6 +187,8 @@ def mc_dropout_predict(
             `passes * batch_size * (D + hidden)` floats for the sampled head.
         keep_samples: keep the (T, N, K) per-pass probabilities in `MCResult.samples`.
         layers: "head" or "all", which Dropout layers are sampled (see above).
+        progress: called with the number of images of each batch once it is sampled
+            (e.g. :meth:`cxr.progress.Progress.advance`).
 
     Returns:
         MCResult with mean and std over the passes, in the order of `data`.
@@ -194,7 +197,7 @@ def mc_dropout_predict(
         raise ValueError(f"layers = {layers!r}; allowed: {', '.join(map(repr, DROPOUT_SCOPES))}"
                          " (which Dropout layers Monte-Carlo dropout samples).")
     if layers == "all":
-        return mc_every_dropout(model, data, passes, seed, batch_size, keep_samples)
+        return mc_every_dropout(model, data, passes, seed, batch_size, keep_samples, progress)
     passes, seed, batch_size = _check_settings(passes, seed, batch_size)
     head = MonteCarloHead.of(model)
 
@@ -207,6 +210,8 @@ def mc_dropout_predict(
             masks = head.masks(seed, first_index, n_images, passes)
             yield head.sample(head.features(images), masks, passes)
             first_index += n_images
+            if progress is not None:
+                progress(n_images)
 
     return _collect(sampled_batches(), keep_samples)
 
@@ -320,6 +325,7 @@ def mc_every_dropout(
     seed: int = 0,
     batch_size: int = 64,
     keep_samples: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> MCResult:
     """`layers="all"`: T full forward passes sampling every Dropout layer of the model.
 
@@ -331,9 +337,16 @@ def mc_every_dropout(
     with sampling_every_dropout(model, seed):
         forward = tf.function(lambda x: ops.cast(model(x, training=False), "float32"),
                               reduce_retracing=True)
-        return _collect((np.stack([np.asarray(forward(images)) for _ in range(passes)])
-                         for images in _image_batches(data, batch_size)
-                         if int(images.shape[0]) > 0), keep_samples)
+
+        def sampled_batches() -> Iterator[np.ndarray]:
+            for images in _image_batches(data, batch_size):
+                if int(images.shape[0]) == 0:
+                    continue
+                yield np.stack([np.asarray(forward(images)) for _ in range(passes)])
+                if progress is not None:
+                    progress(int(images.shape[0]))
+
+        return _collect(sampled_batches(), keep_samples)
 
 
 def predictions_table(

@@ -279,3 +279,20 @@ def select_boxes(boxes: pd.DataFrame, images: Iterable[str], image_sizes: pd.Dat
                          f"{missing[0]!r}: image_sizes must hold every boxed image.")
     found = sizes.loc[chosen_boxes["Image Index"], list(SIZE_COLUMNS)].to_numpy()
     return chosen_boxes.assign(width=found[:, 0], height=found[:, 1])
+
+
+def localization_log_metrics(result: Mapping) -> dict:
+    """The scalars of a localize result (its ``overall`` and ``per_finding`` summaries, as
+    :func:`localization_summary` makes them) that go to MLflow; None where nothing was
+    scored."""
+    overall = result["overall"]
+    n = overall["n"]
+    metrics = {"pointing_game": overall["pointing"], "pointing_chance": overall["chance"],
+               "iou_mean": overall["iou_mean"], "pointing_macro": overall.get("pointing_macro"),
+               "iou_macro": overall.get("iou_macro"), "boxes_scored": n,
+               "flat_heatmaps": overall["flat"] / n if n else None,
+               "seconds_per_heatmap": result.get("seconds_per_heatmap")}
+    for finding, entry in result.get("per_finding", {}).items():
+        metrics[f"pointing_{finding}"] = entry["pointing"]
+        metrics[f"iou_{finding}"] = entry["iou_mean"]
+    return metrics

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cxr.report.details import (
@@ -22,7 +22,8 @@ from cxr.report.markdown import _render_markdown
 # Public API
 
 
-def build_report(context: Mapping, markdown_dir=None) -> tuple[str, str]:
+def build_report(context: Mapping, markdown_dir=None,
+                 progress: Callable[[str], None] | None = None) -> tuple[str, str]:
     """(markdown, html) of the comparison report.
 
     ``context`` keys: ``title``, ``generated`` (ISO timestamp), ``data`` ({``source``,
@@ -35,6 +36,7 @@ def build_report(context: Mapping, markdown_dir=None) -> tuple[str, str]:
 
     Figure paths are read relative to the working directory; the Markdown writes them relative
     to ``markdown_dir`` (where the .md file will live), or as given when it is None.
+    ``progress`` (a line sink such as ``print``) hears how far embedding the figures got.
     """
     if not isinstance(context, Mapping):
         raise TypeError(f"context must be a dict, got {type(context).__name__}")
@@ -43,14 +45,16 @@ def build_report(context: Mapping, markdown_dir=None) -> tuple[str, str]:
     sections = [_build_section(section_id, heading, context)
                 for section_id, heading in SECTIONS]
     return (_render_markdown(title, generated, sections, markdown_dir),
-            _render_html(title, generated, sections))
+            _render_html(title, generated, sections, progress))
 
 
-def write_report(context: Mapping, out_dir) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``out_dir``; return their paths."""
+def write_report(context: Mapping, out_dir,
+                 progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``out_dir``; return their paths.
+    ``progress``: as for :func:`build_report`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    markdown, page = build_report(context, markdown_dir=out_dir)
+    markdown, page = build_report(context, markdown_dir=out_dir, progress=progress)
     md_path, html_path = out_dir / REPORT_MD, out_dir / REPORT_HTML
     md_path.write_text(markdown, encoding="utf-8")
     html_path.write_text(page, encoding="utf-8")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Callable
 from importlib.resources import files
 
+from cxr.progress import Progress
 from cxr.report.document import (
     MISSING,
     Bullets,
@@ -30,7 +32,12 @@ _CSS = "\n" + files("cxr.report").joinpath("report.css").read_text(encoding="utf
 _NUMERIC = re.compile(r"^[+\-−<]?\s?[\d.,]+(%| s| min| h|\b)")
 
 
-def _render_html(title: str, generated, sections: list[Section]) -> str:
+def _render_html(title: str, generated, sections: list[Section],
+                 progress: Callable[[str], None] | None = None) -> str:
+    """The HTML page; ``progress`` (a line sink) hears how many figures are embedded so far:
+    each is scaled and compressed, the slow part of the report."""
+    done = Progress("report: figures embedded in the HTML", _figure_count(sections),
+                    unit="figures", sink=progress)
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{_esc(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
@@ -43,10 +50,25 @@ def _render_html(title: str, generated, sections: list[Section]) -> str:
     for section in sections:
         out.append(f'<section id="{section.id}">')
         out.append(f"<h2>{_esc(section.title)}</h2>")
-        out += [_html_block(block) for block in section.blocks]
+        for block in section.blocks:
+            out.append(_html_block(block))
+            done.advance(_figure_count([block]))
         out.append("</section>")
     out += ["</main>", "</body>", "</html>"]
     return "\n".join(out) + "\n"
+
+
+def _figure_count(blocks) -> int:
+    """Figures in sections or blocks."""
+    count = 0
+    for block in blocks:
+        if isinstance(block, Section):
+            count += _figure_count(block.blocks)
+        elif isinstance(block, Figure):
+            count += 1
+        elif isinstance(block, Figures):
+            count += len(block.items)
+    return count
 
 
 def _html_block(block) -> str:

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from cxr.evaluation import paired_bootstrap_macro_auc
+from cxr.progress import Progress
 
 
 def compare_models(scores: Mapping[str, np.ndarray], y_true: np.ndarray, patients: np.ndarray,
-                   labels: Sequence[str], *, n_boot: int, seed: int, ci: float) -> list[dict]:
-    """Paired patient-bootstrap macro-AUC difference for every pair of models, in order."""
+                   labels: Sequence[str], *, n_boot: int, seed: int, ci: float,
+                   progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Paired patient-bootstrap macro-AUC difference for every pair of models, in order.
+    ``progress`` (a line sink such as ``print``) hears how many pairs are done."""
     comparisons = []
-    for a, b in itertools.combinations(list(scores), 2):
+    pairs = list(itertools.combinations(list(scores), 2))
+    done = Progress(f"report: paired bootstrap ({n_boot} resamples)", len(pairs),
+                    unit="model pairs", sink=progress)
+    for a, b in pairs:
         paired = paired_bootstrap_macro_auc(y_true, scores[a], scores[b], patients, labels,
                                             n_boot=n_boot, seed=seed, ci=ci)
         comparisons.append({"a": a, "b": b, **paired})
+        done.advance()
     return comparisons
 
 

@@ -1,0 +1,82 @@
+"""A trained cxr model as an MLflow model (pyfunc flavour), servable offline.
+
+``log_model`` logs the Keras model file with a thin :class:`KerasImageModel` wrapper, the
+``cxr`` package itself (``code_paths``: the custom layers must be registered before the
+``.keras`` file loads), a signature and an input example, so that
+
+    mlflow models predict -m runs:/RUN_ID/model -i input.json --env-manager local
+
+answers one row of 14 probabilities (columns named by finding) per input image. The input is
+what the Keras model takes: float32 raw 0-255 pixels, shape (N, size, size, 3), gray images
+repeated over the 3 channels. Why pyfunc rather than ``mlflow.keras``: docs/DESIGN.md,
+"MLflow runs".
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+MODEL_NAME = "model"  # runs:/RUN_ID/model
+KERAS_ARTIFACT = "keras_model"
+
+
+class KerasImageModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: images (N, H, W, 3) float32 0-255 -> DataFrame of N x labels."""
+
+    def __init__(self, labels: Sequence[str]):
+        self.labels = [str(label) for label in labels]
+        self.model = None
+
+    def load_context(self, context) -> None:
+        import keras
+
+        import cxr.models.layers  # noqa: F401  (registers the custom layers)
+
+        self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        images = np.asarray(model_input, dtype=np.float32)
+        expected = tuple(self.model.input_shape[1:])
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise ValueError(f"cxr model: input has shape {images.shape}; expected "
+                             f"(N, {', '.join(map(str, expected))}) raw 0-255 pixels")
+        scores = np.asarray(self.model.predict(images, verbose=0), dtype=np.float64)
+        return pd.DataFrame(scores, columns=self.labels)
+
+
+def log_model(model, labels: Sequence[str], example: np.ndarray, name: str = MODEL_NAME):
+    """Log ``model`` (a Keras model taking raw pixels) to the active run; its ModelInfo.
+
+    ``example``: one or a few input images (N, H, W, 3), stored as the input example (and
+    checked against the model there).
+    """
+    import keras
+    import tensorflow as tf
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    import cxr
+
+    example = np.asarray(example, dtype=np.float32)
+    if example.ndim != 4 or example.shape[1:] != tuple(model.input_shape[1:]):
+        raise ValueError(f"log_model: example has shape {example.shape}; expected "
+                         f"(N, {', '.join(map(str, model.input_shape[1:]))})")
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+        outputs=Schema([ColSpec("double", str(label)) for label in labels]))
+    requirements = [f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}",
+                    f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
+                    f"mlflow=={mlflow.__version__}"]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=KerasImageModel(labels),
+            artifacts={KERAS_ARTIFACT: str(path)}, code_paths=[str(Path(cxr.__file__).parent)],
+            signature=signature, input_example=example, pip_requirements=requirements)
