@@ -198,7 +198,7 @@ def phantom_workdir(tmp_path_factory) -> Path:
     params["phantoms"].update(n_patients=150, image_size=64, processes=1)
     params["sample"]["patient_fraction"] = 1.0
     params["pipeline"].update(image_size=32, batch_size=32)
-    params["models"] = {"simple_cnn": {**params["models"]["simple_cnn"], "head_epochs": 2}}
+    params["models"] = {"simple_cnn": {**params["models"]["simple_cnn"], "head_epochs": 1}}
     params["mc_dropout"]["passes"] = 5
     params["evaluate"]["n_boot"] = 20
     params["localize"]["max_images"] = 20
@@ -230,7 +230,7 @@ def test_phantom_pipeline_runs_on_jax_without_tensorflow(phantom_workdir):
               "--history", "plots/simple_cnn/train_history.csv",
               "--checkpoints", ".checkpoints/simple_cnn")
     train = json.loads((work / "metrics/train/simple_cnn.json").read_text())
-    assert train["epochs"] == {"head": 2} and np.isfinite(train["val_macro_auc"])
+    assert train["epochs"] == {"head": 1} and np.isfinite(train["val_macro_auc"])
     jax_stage(work, "evaluate", "simple_cnn", "--split", "data/processed/split.csv",
               "--store", "data/prepared", "--model-dir", "models/simple_cnn",
               "--metrics", "metrics/eval/simple_cnn.json",
@@ -259,15 +259,11 @@ def test_phantom_pipeline_runs_on_jax_without_tensorflow(phantom_workdir):
     image = next((work / "data/raw/phantoms").rglob("*.png"))
     out = run_python(["-c", WITHOUT_TF, "cxr.cli", "predict", image,
                       "--model", "models/simple_cnn/model.keras", "--passes", "3", "--json",
-                      "--heatmap", "heatmaps", "--top", "2"], "jax", work)
+                      "--heatmap", "heatmaps"], "jax", work)
     rows = json.loads(out[: out.rindex("]") + 1])
-    assert len(rows) == 1 and len(rows[0]["findings"]) == 2
+    assert len(rows) == 1 and len(rows[0]["findings"]) == len(LABELS)
     assert all(0.0 <= f["mean"] <= 1.0 and f["std"] >= 0.0 for f in rows[0]["findings"])
-    assert len(list((work / "heatmaps").glob("*.png"))) == 2
-    full = run_python(["-c", WITHOUT_TF, "cxr.cli", "predict", image,
-                       "--model", "models/simple_cnn/model.keras", "--passes", "3", "--json"],
-                      "jax", work)
-    assert len(json.loads(full[: full.rindex("]") + 1])[0]["findings"]) == len(LABELS)
+    assert len(list((work / "heatmaps").glob("*.png"))) == 3  # the top 3 findings
 
 
 @needs_jax

@@ -143,7 +143,8 @@ def compile_model(model: keras.Model, loss, learning_rate: float, jit_compile: b
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=loss,
         metrics=[keras.metrics.AUC(multi_label=True, num_labels=n_labels, name="auc")],
-        jit_compile=jit_compile,
+        # JAX without jit runs op by op (several times slower): it always compiles.
+        jit_compile=jit_compile or keras.backend.backend() == "jax",
     )
 
 
