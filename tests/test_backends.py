@@ -131,6 +131,12 @@ def test_store_batches_shuffle_by_seed_and_epoch_and_augment_within_keras_ranges
     assert not np.array_equal(one[1][0], other[1][0])
     moved = np.concatenate([b[0] for b in one]) - plain[everything.order()]
     assert np.abs(moved).mean(axis=(1, 2, 3)).min() > 1.0  # every image was transformed
+    # One image 10 times: the order cannot matter, yet every epoch augments it anew.
+    same = StoreBatches(images, np.zeros(10, int), labels[:10], 10, training=True,
+                        augmentation=Augmentation(rotation=0.05, zoom=0.1), seed=4)
+    third, fourth = epoch(same, 3)[0][0], epoch(same, 4)[0][0]
+    assert not np.array_equal(third, fourth)
+    assert len({x.tobytes() for x in third}) == 10  # and each copy differently
 
 
 # --------------------------------------------------------------------------- same numbers
