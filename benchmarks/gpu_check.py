@@ -11,7 +11,8 @@ two-phase ``train_two_phase`` run (one head epoch, one fine-tune epoch) whose lo
 finite; and the Monte-Carlo dropout time per image of ``layers: head`` and ``layers: all``,
 and their ratio. Prints a compact table, writes everything to ``--json``; exit status 1 if a
 loss is not finite or TensorFlow was imported. Meant for a GPU in under 8 minutes at the
-defaults; ``--size 32 --steps 2 --patients 20 --models simple_cnn`` runs it on a CPU.
+defaults (not yet timed on one: every model compiles about six XLA programs, which dominates);
+``--size 32 --steps 2 --patients 20 --models simple_cnn`` runs it on a CPU (~40 s, 2 cores).
 """
 
 from __future__ import annotations
