@@ -5,7 +5,7 @@ EXTRAS ?= cpu,dev          # EXTRAS=gpu,dev on a CUDA machine (tensorflow[and-cu
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
-# EXTRAS picks the lock: requirements/cpu.lock (.[cpu,dev]) or requirements/gpu.lock (.[gpu,dev]).
+# EXTRAS picks the lock: requirements/cpu.lock (.[cpu,dev,jax]) or requirements/gpu.lock (.[gpu,dev]).
 comma := ,
 TF_EXTRA := $(filter cpu gpu,$(subst $(comma), ,$(strip $(EXTRAS))))
 LOCK := requirements/$(TF_EXTRA).lock

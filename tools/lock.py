@@ -1,6 +1,6 @@
 """The lock files: compile them with uv, and check that they still match pyproject.toml.
 
-``requirements/cpu.lock`` pins ``.[cpu,dev]`` and ``requirements/gpu.lock`` pins ``.[gpu,dev]``,
+``requirements/cpu.lock`` pins ``.[cpu,dev,jax]`` and ``requirements/gpu.lock`` pins ``.[gpu,dev]``,
 every package with its sha256 hashes, resolved for Python 3.11 (the lowest the project
 supports) on Linux. ``make`` installs one of them with ``pip install --require-hashes``.
 
@@ -39,8 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = "pyproject.toml"
 LOCK_DIR = "requirements"
-# lock name -> the extras it installs (TensorFlow comes from exactly one of cpu / gpu)
-LOCKS = {"cpu": ("cpu", "dev"), "gpu": ("gpu", "dev")}
+# lock name -> the extras it installs (TensorFlow comes from exactly one of cpu / gpu; the
+# cpu lock also holds JAX for CPU, so CI runs the pipeline on the JAX backend too)
+LOCKS = {"cpu": ("cpu", "dev", "jax"), "gpu": ("gpu", "dev")}
 PYTHON_VERSION = "3.11"
 COMPILE_COMMAND = "make lock"
 DIGEST_PREFIX = "# pyproject-dependencies-sha256: "

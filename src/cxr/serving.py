@@ -56,8 +56,9 @@ def log_model(model, labels: Sequence[str], example: np.ndarray, name: str = MOD
     ``example``: one or a few input images (N, H, W, 3), stored as the input example (and
     checked against the model there).
     """
+    from importlib.metadata import PackageNotFoundError, version
+
     import keras
-    import tensorflow as tf
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
@@ -70,9 +71,18 @@ def log_model(model, labels: Sequence[str], example: np.ndarray, name: str = MOD
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
         outputs=Schema([ColSpec("double", str(label)) for label in labels]))
-    requirements = [f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}",
-                    f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
-                    f"mlflow=={mlflow.__version__}"]
+    # The backend the model was trained on serves it (no TensorFlow import on JAX/torch).
+    backend_package = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(
+        keras.backend.backend(), keras.backend.backend())
+    requirements = [f"keras=={keras.__version__}", f"numpy=={np.__version__}",
+                    f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"]
+    for package in ([backend_package, "tensorflow-cpu"] if backend_package == "tensorflow"
+                    else [backend_package]):
+        try:
+            requirements.append(f"{package}=={version(package)}")
+            break
+        except PackageNotFoundError:
+            continue
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
         model.save(path)

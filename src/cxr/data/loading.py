@@ -29,7 +29,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
+
+from cxr import backend
+from cxr.backend import tf  # imported on first use: the TensorFlow backend only
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ def make_dataset_from_store(
         augmentation: Keras preprocessing layers (:func:`augmentation_model`), training only.
 
     Gray is expanded to 3 equal channels on the fly, as the models expect raw 0-255 RGB.
+    On a Keras backend other than TensorFlow the same batches come from a
+    :class:`cxr.data.pydataset.StoreBatches` (a ``keras.utils.PyDataset``) instead.
     """
     images = np.asarray(images) if not isinstance(images, np.memmap) else images
     if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1] != images.shape[2]:
@@ -170,6 +174,12 @@ def make_dataset_from_store(
         if labels.ndim != 2 or labels.shape[0] != len(rows):
             raise ValueError(f"make_dataset_from_store: labels has shape {labels.shape}; "
                              f"expected ({len(rows)}, n_classes) to match rows")
+    if not backend.is_tensorflow():  # other Keras backends: a PyDataset, no TensorFlow
+        from cxr.data.pydataset import StoreBatches
+
+        return StoreBatches(images, rows, labels, batch_size, training=training,
+                            augmentation=augmentation, seed=seed, workers=parallel_calls,
+                            max_queue_size=max(prefetch, 1))
     size = images.shape[1]
 
     def gather(positions: np.ndarray) -> np.ndarray:

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from keras import layers, ops
 
+from cxr import backend
+from cxr.backend import tf  # imported on first use: the TensorFlow backend only
 from cxr.labels import LABELS
 from cxr.models import FEATURES_LAYER, split_at_features
 from cxr.validation import check_int, check_number
@@ -177,7 +178,8 @@ def mc_dropout_predict(
 
     Args:
         model: a cxr model (a `features` layer, then a Dropout/Dense-only head).
-        data: images as a numpy array (N, H, W, 3) of raw 0-255 pixels, or a
+        data: images as a numpy array (N, H, W, 3) of raw 0-255 pixels, a
+            keras.utils.PyDataset of such batches (or (images, labels) tuples), or a
             tf.data.Dataset yielding batches of images or (images, labels[, ...]) tuples
             (a dataset of single images is batched with `batch_size`).
         passes: T, the number of stochastic passes per image.
@@ -307,7 +309,8 @@ def sampling_every_dropout(model: keras.Model, seed: int = 0):
 
 
 def _always_dropping(layer: keras.layers.Layer, generator):
-    """A Dropout `call` that ignores `training` (same rate and noise_shape as `layer`)."""
+    """A Dropout `call` that ignores `training` (same rate and noise_shape as `layer`);
+    its generator (None at rate 0: nothing is drawn) is the `call`'s `generator`."""
 
     def call(inputs, training=None):
         if layer.rate == 0.0:
@@ -315,6 +318,7 @@ def _always_dropping(layer: keras.layers.Layer, generator):
         return keras.random.dropout(inputs, layer.rate, noise_shape=layer.noise_shape,
                                     seed=generator)
 
+    call.generator = generator if layer.rate > 0.0 else None
     return call
 
 
@@ -334,19 +338,55 @@ def mc_every_dropout(
     through one traced graph. Same arguments and result as `mc_dropout_predict`.
     """
     passes, seed, batch_size = _check_settings(passes, seed, batch_size)
-    with sampling_every_dropout(model, seed):
-        forward = tf.function(lambda x: ops.cast(model(x, training=False), "float32"),
-                              reduce_retracing=True)
+    with sampling_every_dropout(model, seed) as targets:
+        if backend.is_tensorflow():
+            forward = tf.function(lambda x: ops.cast(model(x, training=False), "float32"),
+                                  reduce_retracing=True)
+        elif backend.name() == "jax":
+            forward = _jax_sampling_forward(model, targets)
+        else:  # eager: each call draws from the generators and advances them
+            def forward(x):
+                return ops.cast(model(x, training=False), "float32")
 
         def sampled_batches() -> Iterator[np.ndarray]:
             for images in _image_batches(data, batch_size):
                 if int(images.shape[0]) == 0:
                     continue
-                yield np.stack([np.asarray(forward(images)) for _ in range(passes)])
+                yield np.stack([ops.convert_to_numpy(forward(images)) for _ in range(passes)])
                 if progress is not None:
                     progress(int(images.shape[0]))
 
         return _collect(sampled_batches(), keep_samples)
+
+
+def _jax_sampling_forward(model: keras.Model, targets: Sequence[keras.layers.Layer]):
+    """A jitted `x -> probabilities` with every Dropout of `targets` sampling.
+
+    The model runs in a ``keras.StatelessScope`` with its variables and the dropout
+    generators' states as arguments; each call returns the advanced states, which the next
+    call passes in: the same masks, pass after pass, as the stateful eager call would draw.
+    """
+    import jax
+
+    variables = list(model.variables)
+    generators = [layer.call.generator.state for layer in targets
+                  if layer.call.generator is not None]
+
+    @jax.jit
+    def sample(values, states, x):
+        mapping = list(zip(variables + generators, list(values) + list(states), strict=True))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            y = ops.cast(model(x, training=False), "float32")
+        return y, [scope.get_current_value(state) for state in generators]
+
+    def forward(x):
+        y, states = sample([v.value for v in variables], [s.value for s in generators],
+                           ops.convert_to_tensor(x, "float32"))
+        for state, value in zip(generators, states, strict=True):
+            state.assign(value)
+        return y
+
+    return forward
 
 
 def predictions_table(
@@ -418,8 +458,15 @@ def _image_masks(specs: Sequence[DropoutSpec], seed: int, image_index: int,
 
 
 def _image_batches(data, batch_size: int) -> Iterator:
-    """Batches of images from a numpy array or a tf.data.Dataset (labels dropped)."""
-    if isinstance(data, tf.data.Dataset):
+    """Batches of images from a numpy array, a keras.utils.PyDataset (other backends' store
+    batches) or a tf.data.Dataset (labels dropped)."""
+    if isinstance(data, keras.utils.PyDataset):
+        for index in range(len(data)):
+            element = data[index]
+            images = element[0] if isinstance(element, tuple) else element
+            yield ops.convert_to_numpy(images).astype(np.float32, copy=False)
+        return
+    if backend.tensorflow_imported() and isinstance(data, tf.data.Dataset):
         spec = data.element_spec
         image_spec = spec[0] if isinstance(spec, tuple) else spec
         if not isinstance(image_spec, tf.TensorSpec):
@@ -447,7 +494,8 @@ def _image_batches(data, batch_size: int) -> Iterator:
             yield data[start : start + batch_size].astype(np.float32, copy=False)
         return
     raise TypeError(
-        f"data must be a numpy array (N, H, W, 3) or a tf.data.Dataset; got {type(data).__name__}."
+        f"data must be a numpy array (N, H, W, 3), a keras.utils.PyDataset or a "
+        f"tf.data.Dataset; got {type(data).__name__}."
     )
 
 

@@ -10,6 +10,7 @@ divided by its maximum: one (H, W) float32 map in [0, 1] per image, at the model
 resolution; all zeros when nothing speaks for the finding. The explained layer per model is
 ``cxr.models.registry.GRADCAM_LAYER`` (fusion: ``fusion_concat``, before the attention). The
 model runs in inference mode; grad models are cached per (model, layer) by weak reference.
+The gradient is the Keras backend's own (:mod:`cxr.interpret.gradients`).
 Why the logit, why ``fusion_concat``, how the grid is placed: docs/DESIGN.md.
 """
 
@@ -20,9 +21,9 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
-from keras import layers, ops
+from keras import layers
 
+from cxr.interpret.gradients import coarse_cam_function
 from cxr.labels import INDEX, LABELS, LabelError, canonical
 from cxr.models.constants import FEATURES_LAYER, OUTPUT_LAYER
 from cxr.models.registry import GRADCAM_LAYER
@@ -201,11 +202,9 @@ class GradCam:
         self.centres = centres
         self.rows = interpolation_matrix(centres[0], self.input_shape[0])
         self.cols = interpolation_matrix(centres[1], self.input_shape[1])
-        self._coarse = tf.function(
-            self._coarse_cams,
-            input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32),
-                             tf.TensorSpec((None,), tf.int32)],
-        )
+        # The backend's own gradient (tf.GradientTape, jax.vjp, torch.autograd).
+        self._coarse = coarse_cam_function(self.grad_model, layer, output_layer,
+                                           self.input_shape)
 
     @classmethod
     def of(cls, model: keras.Model, layer_name: str | None = None) -> GradCam:
@@ -216,24 +215,9 @@ class GradCam:
             per_model[layer_name] = cls(model, layer_name)
         return per_model[layer_name]
 
-    def _coarse_cams(self, images, classes):
-        kernel = ops.cast(self.output_layer.kernel, "float32")
-        bias = ops.cast(self.output_layer.bias, "float32")
-        with tf.GradientTape() as tape:
-            maps, head_input = self.grad_model(images, training=False)
-            logits = ops.matmul(ops.cast(head_input, "float32"), kernel) + bias
-            scores = tf.gather(logits, classes, axis=1, batch_dims=1)
-        # Images are independent in inference mode, so the gradient of the summed scores
-        # holds each image's own gradient.
-        grads = ops.cast(tape.gradient(scores, maps), "float32")
-        weights = ops.mean(grads, axis=(1, 2))
-        return ops.relu(ops.einsum("bhwk,bk->bhw", ops.cast(maps, "float32"), weights))
-
     def coarse(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """(n, h, w) float32 ReLU'd maps on the explained layer's grid, not normalised."""
-        cams = self._coarse(tf.convert_to_tensor(images, tf.float32),
-                            tf.convert_to_tensor(classes, tf.int32))
-        return np.asarray(cams, dtype=np.float32)
+        return self._coarse(np.asarray(images, np.float32), np.asarray(classes, np.int32))
 
     def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """(n, H, W) float32 in [0, 1]: each map divided by its maximum (zeros stay zeros)."""

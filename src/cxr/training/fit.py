@@ -155,7 +155,8 @@ def compile_model(model: keras.Model, loss, learning_rate, jit_compile: bool) ->
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=loss,
         metrics=[keras.metrics.AUC(multi_label=True, num_labels=n_labels, name="auc")],
-        jit_compile=jit_compile,
+        # JAX without jit runs op by op (several times slower): it always compiles.
+        jit_compile=jit_compile or keras.backend.backend() == "jax",
     )
 
 

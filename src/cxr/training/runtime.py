@@ -1,17 +1,27 @@
-"""Process-wide TensorFlow settings: seeds, determinism, mixed precision, distribution.
+"""Process-wide settings: seeds, determinism, mixed precision, distribution.
 
-Called once at the start of a stage, before any model is built.
+Called once at the start of a stage, before any model is built. TensorFlow (the default
+Keras backend) keeps its own calls (op determinism, ``tf.distribute``); on the other backends
+TensorFlow is never imported (:mod:`cxr.backend`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 import keras
-import tensorflow as tf
+
+from cxr import backend
+from cxr.backend import BackendError, tf
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 # float16 needs loss scaling (Keras adds it in compile) and has a small range; bfloat16 has
 # float32's range (no loss scaling) but fewer mantissa bits, and needs Ampere+ GPUs or TPUs.
 PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
+# XLA's switch for deterministic GPU kernels (scatter-adds, reductions); read when JAX starts.
+XLA_DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 def configure(
@@ -20,26 +30,92 @@ def configure(
     mixed_precision: bool = False,
     precision_policy: str = "mixed_float16",
 ) -> None:
-    """Seed Python, NumPy and TF; make ops deterministic; pick the dtype policy.
+    """Seed Python, NumPy and the backend; make ops deterministic; pick the dtype policy.
 
     `precision_policy` (one of PRECISION_POLICIES) is the global policy when
-    `mixed_precision` is true; otherwise everything is float32.
+    `mixed_precision` is true; otherwise everything is float32. `deterministic` is
+    TensorFlow's op determinism, XLA's deterministic GPU ops for JAX (effective only before
+    JAX has started its backend: call this first), and
+    ``torch.use_deterministic_algorithms`` for PyTorch.
     """
     if precision_policy not in PRECISION_POLICIES:
         raise ValueError(f"precision_policy = {precision_policy!r}; allowed: "
                          f"{', '.join(PRECISION_POLICIES)}")
-    keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     if deterministic:
-        tf.config.experimental.enable_op_determinism()
+        _deterministic_ops()
     keras.mixed_precision.set_global_policy(precision_policy if mixed_precision else "float32")
 
 
-def distribution_strategy(name: str) -> tf.distribute.Strategy:
-    """tf.distribute strategy by name. `multiworker` reads the cluster from TF_CONFIG."""
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed``, without importing TensorFlow on another backend.
+
+    Keras seeds TensorFlow too whenever it is installed (for tf.data pipelines), which
+    imports it; on the other backends nothing here uses TensorFlow, so it is hidden from
+    that call (and Keras then treats it as absent for the rest of the process).
+    """
+    if backend.is_tensorflow() or backend.tensorflow_imported():
+        keras.utils.set_random_seed(seed)
+        return
+    with _tensorflow_hidden():
+        keras.utils.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def _tensorflow_hidden():
+    """Within the block `import tensorflow` fails (a None entry in sys.modules)."""
+    name = backend.TENSORFLOW
+    had = name in sys.modules
+    previous = sys.modules.get(name)
+    sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if had:
+            sys.modules[name] = previous  # type: ignore[assignment]
+        else:
+            del sys.modules[name]
+
+
+def _deterministic_ops() -> None:
+    kind = backend.name()
+    if kind == backend.TENSORFLOW:
+        tf.config.experimental.enable_op_determinism()
+    elif kind == "jax":
+        flags = os.environ.get("XLA_FLAGS", "")
+        if XLA_DETERMINISM_FLAG.split("=")[0] not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {XLA_DETERMINISM_FLAG}".strip()
+    elif kind == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class SingleDevice:
+    """The strategy of a non-TensorFlow backend: one process, `scope()` does nothing."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def distribution_strategy(name: str):
+    """tf.distribute strategy by name. `multiworker` reads the cluster from TF_CONFIG.
+
+    On another Keras backend only `default` exists (a :class:`SingleDevice`); the others are
+    a BackendError, as tf.distribute is TensorFlow's.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"train.strategy = {name!r}; allowed: {', '.join(STRATEGIES)}")
+    if not backend.is_tensorflow():
+        if name == "default":
+            return SingleDevice()
+        raise BackendError(f"train.strategy = {name!r} is a tf.distribute strategy and needs "
+                           f"the TensorFlow backend; Keras runs on {backend.name()!r}. Use "
+                           f"train.strategy: default, or KERAS_BACKEND=tensorflow")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"train.strategy = {name!r}; allowed: {', '.join(STRATEGIES)}")
+    return tf.distribute.MultiWorkerMirroredStrategy()
