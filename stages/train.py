@@ -27,7 +27,7 @@ from cxr.models import build, prior_logits, set_output_bias
 from cxr.models.metadata import model_metadata, write_metadata
 from cxr.models.registry import gradcam_layer
 from cxr.training import runtime
-from cxr.training.fit import TrainConfig, history_rows, train_two_phase
+from cxr.training.fit import TrainConfig, history_rows, train_two_phase, worker_checkpoint_dir
 from cxr.training.losses import build_loss
 from cxr.training.summary import train_summary
 
@@ -56,10 +56,17 @@ def main() -> None:
     images = np.asarray(store.images)
     common = dict(batch_size=pipe.batch_size, parallel_calls=pipe.parallel_calls,
                   prefetch=pipe.prefetch)
-    train_data = make_dataset_from_store(
-        images, store.rows_for(train_rows["Image Index"]), train_rows[list(LABELS)].to_numpy(),
-        training=True, augmentation=Augmentation(**asdict(pipe.augment)), seed=params.seed,
-        **common)
+    train_store_rows = store.rows_for(train_rows["Image Index"])
+    train_labels = train_rows[list(LABELS)].to_numpy()
+    augmentation = Augmentation(**asdict(pipe.augment))
+
+    def train_data(phase: int, epoch: int):
+        """One epoch's batches, shuffled and augmented from (seed, phase, epoch) alone: a
+        resumed run sees exactly the batches an uninterrupted one would have."""
+        return make_dataset_from_store(images, train_store_rows, train_labels, training=True,
+                                       augmentation=augmentation, seed=params.seed,
+                                       epoch=(phase, epoch), **common)
+
     val_data = make_dataset_from_store(images, store.rows_for(val_rows["Image Index"]),
                                        val_rows[list(LABELS)].to_numpy(), **common)
 
@@ -90,7 +97,8 @@ def main() -> None:
         started = time.perf_counter()
         history = train_two_phase(model, train_data, val_data, loss, config, args.checkpoints,
                                   on_epoch=log_epoch, verbose=params.train.verbose,
-                                  fingerprint=fingerprint, strategy=strategy)
+                                  fingerprint=fingerprint, strategy=strategy,
+                                  seed=params.seed)
         seconds = time.perf_counter() - started
 
         val_true = val_rows[list(LABELS)].to_numpy()
@@ -112,7 +120,8 @@ def main() -> None:
         # The model as an MLflow model (runs:/RUN_ID/model): servable with `mlflow models`.
         serving.log_model(model, LABELS, np.asarray(next(iter(val_data))[0])[:1])
         run.log_metrics({"val_macro_auc_sklearn": summary["val_macro_auc"]})
-    shutil.rmtree(args.checkpoints, ignore_errors=True)  # finished: nothing left to resume
+    # finished: nothing left to resume (a multi-worker run's other workers: their own folder)
+    shutil.rmtree(worker_checkpoint_dir(args.checkpoints, strategy), ignore_errors=True)
     epochs_run = sum(summary["epochs"].values())
     print(f"train@{name}: val macro AUC {summary['val_macro_auc']:.4f} after {epochs_run} epochs "
           f"in {seconds:.0f} s ({summary['train_images_per_second']} img/s)")

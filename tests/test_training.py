@@ -87,7 +87,8 @@ def test_phase_one_freezes_backbone_and_bn_statistics_phase_two_trains_them(tmp_
 def test_history_rows_hold_train_and_val_loss_and_auc_and_learning(tmp_path):
     model = tiny_backbone_model()
     train, val = datasets(n=128)
-    config = TrainConfig(head_epochs=4, finetune_epochs=0, head_learning_rate=1e-2, patience=5)
+    # 6 epochs: at 4 this tiny net sat near 0.6 or above it depending on the dropout stream
+    config = TrainConfig(head_epochs=6, finetune_epochs=0, head_learning_rate=1e-2, patience=5)
     history = train_two_phase(model, train, val, build_loss("bce"), config, tmp_path, verbose=0)
     rows = history["head"]
     assert {"loss", "auc", "val_loss", "val_auc", "learning_rate", "epoch"} <= set(rows[0])
@@ -217,3 +218,122 @@ def test_history_rows_number_epochs_across_phases():
         {"step": 2, "phase": "finetune", "epoch": 1, "loss": 0.4},
         {"step": 3, "phase": "finetune", "epoch": 2, "loss": 0.3},
     ]
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[3])
+    from cxr.training import runtime
+    runtime.configure(seed=5)
+    from test_training import tiny_backbone_model
+    from cxr.data.loading import Augmentation, make_dataset_from_store
+    from cxr.training.fit import TrainConfig, train_two_phase
+    from cxr.training.losses import build_loss
+    mode, checkpoints = sys.argv[1], sys.argv[2]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (96, 16, 16), dtype=np.uint8)
+    labels = (rng.random((96, 14)) < 0.3).astype(np.float32)
+    augmentation = Augmentation(flip=True, rotation=0.0, zoom=0.0, brightness=0.1)
+
+    def train_data(phase, epoch):
+        return make_dataset_from_store(images, np.arange(64), labels[:64], 16, training=True,
+                                       augmentation=augmentation, seed=5, epoch=(phase, epoch))
+
+    val = make_dataset_from_store(images, np.arange(64, 96), labels[64:], 16)
+    config = TrainConfig(head_epochs=1, finetune_epochs=3, finetune_learning_rate=1e-2,
+                         patience=9, reduce_lr_patience=1)
+
+    def preempt(phase, row):  # SIGKILL once fine-tune epoch 1 is checkpointed
+        if mode == "kill" and phase == "finetune" and row["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    model = tiny_backbone_model(seed=int(mode == "resume"))  # resumed: weights from disk
+    train_two_phase(model, train_data, val, build_loss("bce"), config, checkpoints,
+                    on_epoch=preempt, verbose=0, seed=5)
+    print("FINISHED")
+""")
+
+
+def _checkpoint_arrays(path) -> dict:
+    import h5py
+
+    arrays = {}
+    with h5py.File(path) as handle:
+        handle.visititems(lambda name, item: arrays.__setitem__(name, item[()])
+                          if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+@pytest.mark.slow
+def test_a_preempted_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    """Head epoch + 3 fine-tune epochs with shuffling, augmentation and dropout: once straight
+    through, once SIGKILLed after fine-tune epoch 1 and started again in a new process. The
+    last epoch's weights and optimizer state, and the best weights, must be bit-identical."""
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+
+    def run(mode, checkpoints):
+        return subprocess.run([sys.executable, "-c", RESUME_SCRIPT, mode, str(checkpoints), tests],
+                              capture_output=True, text=True, timeout=300)
+
+    full = run("full", tmp_path / "full")
+    assert full.returncode == 0 and "FINISHED" in full.stdout, full.stderr[-3000:]
+    killed = run("kill", tmp_path / "cut")
+    assert killed.returncode == -9, (killed.returncode, killed.stderr[-3000:])
+    assert json.loads((tmp_path / "cut/finetune_last.json").read_text())["epoch"] == 1
+    resumed = run("resume", tmp_path / "cut")
+    assert resumed.returncode == 0 and "FINISHED" in resumed.stdout, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+
+    def log(folder):
+        return (folder / "finetune_log.jsonl").read_text().splitlines()
+
+    assert log(tmp_path / "full") == log(tmp_path / "cut")  # losses, AUCs, learning rates
+    for name in ("finetune_epoch3.weights.h5", "finetune_best.weights.h5"):
+        expected = _checkpoint_arrays(tmp_path / "full" / name)
+        got = _checkpoint_arrays(tmp_path / "cut" / name)
+        assert sorted(expected) == sorted(got) and any("optimizer" in k for k in got)
+        different = [k for k in expected if not np.array_equal(expected[k], got[k])]
+        assert not different, f"{name}: resumed run differs in {different}"
+
+
+def test_plateau_counters_replayed_from_the_log_match_an_uninterrupted_run():
+    """PlateauLR lowers the rate where Keras' ReduceLROnPlateau does, and a copy started at
+    any epoch with the log of the epochs before it (and the rate the checkpoint holds)
+    continues exactly as the uninterrupted one."""
+    from types import SimpleNamespace
+
+    from cxr.training.fit import PlateauLR
+
+    scores = [0.5, 0.6, 0.59, 0.58, 0.57, 0.56, 0.61, 0.6, 0.6, 0.6, 0.6, 0.6]
+
+    def run(callback_for, start_lr, rows, epochs):
+        optimizer = keras.optimizers.Adam(start_lr)
+        callback = callback_for(rows)
+        callback.set_model(SimpleNamespace(optimizer=optimizer))
+        callback.on_train_begin()
+        rates = []
+        for epoch in epochs:
+            rate = float(optimizer.learning_rate.numpy())
+            rates.append(rate)
+            callback.on_epoch_end(epoch, {"val_auc": scores[epoch]})
+            rows.append({"val_auc": scores[epoch], "learning_rate": rate})
+        return rates, float(optimizer.learning_rate.numpy())
+
+    def ours(rows):
+        return PlateauLR(lambda: rows, factor=0.5, patience=2, min_lr=0.2)
+
+    def theirs(rows):
+        return keras.callbacks.ReduceLROnPlateau("val_auc", mode="max", factor=0.5,
+                                                 patience=2, min_lr=0.2)
+
+    full, _ = run(ours, 1.0, [], range(len(scores)))
+    assert full == run(theirs, 1.0, [], range(len(scores)))[0]
+    assert full[-1] == pytest.approx(0.2) and len(set(full)) == 4, full  # 1, .5, .25, .2
+    for cut in range(1, len(scores)):
+        rows = []
+        before, rate = run(ours, 1.0, rows, range(cut))
+        after, _ = run(ours, rate, rows, range(cut, len(scores)))  # a new process: new callback
+        assert before + after == full, cut

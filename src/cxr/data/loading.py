@@ -18,6 +18,13 @@ few thousand *images* then trains on a sliding window of patients. The store pip
 the integer row positions of the whole split instead (a buffer of len(split) ints, a few
 hundred kB even for NIH, not images) with a fresh seeded permutation every epoch, and only then
 gathers the images of each batch.
+
+Resumable streams. A dataset that reshuffles on each iteration draws its orders (and its
+augmentations) from generators that live in the process: a training resumed in a new process
+would start them over and see epoch 1's order again. With ``epoch=`` the store pipeline instead
+yields one fixed epoch whose permutation and augmentation seeds derive from ``(seed, epoch)``
+alone (:func:`epoch_seed`), so epoch 3 is the same whether or not epochs 1-2 ran in this
+process; training builds one such dataset per epoch.
 """
 
 from __future__ import annotations
@@ -53,6 +60,20 @@ def decode_and_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
     image = tf.image.resize(image, (image_size, image_size), antialias=True)
     image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return tf.image.grayscale_to_rgb(image)
+
+
+def epoch_seed(seed: int, epoch: int | Sequence[int]) -> int:
+    """A 31-bit seed for one epoch's stream, a pure function of ``(seed, *epoch)``.
+
+    ``epoch`` is an int or a tuple of ints (e.g. ``(phase, epoch)``); NumPy's SeedSequence
+    mixes them, so neighbouring epochs get unrelated seeds.
+    """
+    parts = [epoch] if isinstance(epoch, int | np.integer) else list(epoch)
+    entropy = [int(seed), *(int(p) for p in parts)]
+    if any(p < 0 for p in entropy):
+        raise ValueError(f"epoch_seed: seed and epoch must be >= 0; got {entropy}")
+    # below 2**31 - 8: the augmentation layers use seed, seed + 1, ..., seed + 3
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0]) % (2**31 - 8)
 
 
 def augmentation_model(augmentation: Augmentation, seed: int) -> keras.Sequential:
@@ -140,6 +161,7 @@ def make_dataset_from_store(
     seed: int = 0,
     parallel_calls: int = 2,
     prefetch: int = 2,
+    epoch: int | Sequence[int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images float32 0-255 RGB, labels float32) from a prepared uint8 gray store.
 
@@ -152,6 +174,11 @@ def make_dataset_from_store(
             epoch: the buffer holds len(rows) ints) and augmentation; False keeps the order of
             ``rows``, so predictions line up with them.
         augmentation: Keras preprocessing layers (:func:`augmentation_model`), training only.
+        epoch: training only. None: one dataset for every epoch, reshuffled and re-augmented
+            on each iteration by in-process generators (not reproducible across a restart).
+            An int or tuple of ints: this one epoch, its permutation and augmentation seeded
+            by ``epoch_seed(seed, epoch)``; every iteration yields the same batches, and a new
+            process building the same epoch gets them too (resumable training).
 
     Gray is expanded to 3 equal channels on the fly, as the models expect raw 0-255 RGB.
     On a Keras backend other than TensorFlow the same batches come from a
@@ -174,9 +201,13 @@ def make_dataset_from_store(
         if labels.ndim != 2 or labels.shape[0] != len(rows):
             raise ValueError(f"make_dataset_from_store: labels has shape {labels.shape}; "
                              f"expected ({len(rows)}, n_classes) to match rows")
+    if epoch is not None and not training:
+        raise ValueError("make_dataset_from_store: epoch is for training datasets only")
     if not backend.is_tensorflow():  # other Keras backends: a PyDataset, no TensorFlow
         from cxr.data.pydataset import StoreBatches
 
+        if epoch is not None:  # one epoch: its order and augmentation from (seed, epoch) alone
+            seed = epoch_seed(seed, epoch)
         return StoreBatches(images, rows, labels, batch_size, training=training,
                             augmentation=augmentation, seed=seed, workers=parallel_calls,
                             max_queue_size=max(prefetch, 1))
@@ -194,9 +225,14 @@ def make_dataset_from_store(
         return rgb, tf.gather(labels_tensor, positions)
 
     labels_tensor = None if labels is None else tf.constant(labels)
-    dataset = tf.data.Dataset.range(len(rows))
-    if training:
-        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    if epoch is None:
+        dataset = tf.data.Dataset.range(len(rows))
+        if training:
+            dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    else:
+        seed = epoch_seed(seed, epoch)
+        order = np.random.default_rng(seed).permutation(len(rows))
+        dataset = tf.data.Dataset.from_tensor_slices(order)
     dataset = dataset.batch(batch_size).map(load, num_parallel_calls=parallel_calls,
                                             deterministic=True)
     if training and augmentation is not None:

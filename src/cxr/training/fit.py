@@ -13,16 +13,30 @@ epochs without a gain; "cosine" warms up linearly over `warmup_epochs` from 1% o
 rate, then decays along a cosine to `min_learning_rate` at the phase's last planned step (a
 per-step schedule held by the optimizer, so a resumed run continues it where it stopped).
 
-Resume: every epoch writes the model + optimizer state (Keras BackupAndRestore), the best
-weights and the epoch log into `checkpoint_dir`. A run killed mid-phase continues from its
-last finished epoch with its history, best score and patience counter; a finished phase is
-not trained again.
+Resume: every epoch writes the model + optimizer state, the best weights and the epoch log
+into `checkpoint_dir`. A run killed mid-phase continues from its last finished epoch with its
+history, best score, patience and learning-rate plateau counters; a finished phase is not
+trained again.
+
+Bit-exact resume. A resumed run ends with the same weights as an uninterrupted one (on CPU,
+with op determinism on), because no random stream carries over from one epoch to the next in
+the process: each epoch is one `fit` call that starts from state derived from
+``(seed, phase, epoch)`` alone -- the training data of that epoch (`train_data` as a function
+of ``(phase index, epoch)``: its shuffle order and augmentation seeds), the Keras / TF / NumPy
+global seeds (``keras.utils.set_random_seed``) and the state of every SeedGenerator in the
+model (Dropout) -- and everything else that evolves (weights, optimizer moments and step, the
+learning rate) is in the checkpoint. The plateau counters are replayed from the epoch log.
+
+Multi-worker (`tf.distribute.MultiWorkerMirroredStrategy`): every worker runs the same loop;
+the chief writes `checkpoint_dir`, each other worker its own sibling folder
+(``<checkpoint_dir>.worker-<id>``), so no two processes write one file.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -103,12 +117,16 @@ class BestAndPatience(keras.callbacks.Callback):
     restart from zero when a killed run resumes.
     """
 
-    def __init__(self, directory: Path, phase: str, patience: int):
+    def __init__(self, directory: Path, phase: str, patience: int,
+                 epochs_done: int | None = None):
         super().__init__()
         self.directory, self.phase, self.patience = directory, phase, patience
         self.best_path = directory / f"{phase}_best.weights.h5"
         self.log_path = directory / f"{phase}_log.jsonl"
-        self.history: list[dict] = _read_log(self.log_path)
+        # Rows past the last checkpointed epoch (a kill between the log and the checkpoint)
+        # are dropped: that epoch is trained again.
+        self.history: list[dict] = [row for row in _read_log(self.log_path)
+                                    if epochs_done is None or row["epoch"] <= epochs_done]
         scores = [row[MONITOR] for row in self.history]
         self.best = max(scores) if scores else -np.inf
         self.wait = len(scores) - 1 - int(np.argmax(scores)) if scores else 0
@@ -125,8 +143,7 @@ class BestAndPatience(keras.callbacks.Callback):
             self.model.save_weights(self.best_path)
         else:
             self.wait += 1
-        with self.log_path.open("w") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in self.history)
+        _write_atomic(self.log_path, "".join(json.dumps(r) + "\n" for r in self.history))
         if self.wait >= self.patience:
             self.model.stop_training = True
 
@@ -134,6 +151,101 @@ class BestAndPatience(keras.callbacks.Callback):
     def exhausted(self) -> bool:
         """Patience ran out already (a resumed run that had stopped early)."""
         return self.wait >= self.patience
+
+
+class PlateauLR(keras.callbacks.Callback):
+    """Keras' ReduceLROnPlateau (mode max, min_delta 1e-4, no cooldown) with resumable counters.
+
+    Keras' callback resets its best score and wait counter in `on_train_begin`, i.e. on every
+    `fit` call and on every resume. Here they are replayed from the phase's epoch log
+    (`rows()`, the rows of the epochs already trained) at the start of each `fit`; the learning
+    rate itself lives in the optimizer, whose state is checkpointed.
+    """
+
+    def __init__(self, rows: Callable[[], list[dict]], factor: float, patience: int,
+                 min_lr: float, min_delta: float = 1e-4):
+        super().__init__()
+        self.rows, self.factor, self.patience = rows, factor, patience
+        self.min_lr, self.min_delta = min_lr, min_delta
+        self.best: float | None = None
+        self.wait = 0
+
+    def on_train_begin(self, logs=None):
+        self.best, self.wait = None, 0
+        for row in self.rows():
+            self._step(row.get(MONITOR), row["learning_rate"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if self._step((logs or {}).get(MONITOR), lr):
+            self.model.optimizer.learning_rate = max(lr * self.factor, self.min_lr)
+
+    def _step(self, current: float | None, lr: float) -> bool:
+        """Advance the counters by one epoch; True if the rate is to be reduced now."""
+        if current is None:
+            return False
+        if self.best is None or current - self.min_delta > self.best:
+            self.best, self.wait = current, 0
+            return False
+        self.wait += 1
+        if self.wait >= self.patience and lr > np.float32(self.min_lr):
+            self.wait = 0
+            return True
+        return False
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch: model weights + optimizer state, then a pointer naming the epoch.
+
+    The pointer (`PHASE_last.json`) is replaced atomically after its weights file is complete,
+    so a kill at any moment leaves either the previous epoch's checkpoint or this one.
+    """
+
+    def __init__(self, directory: Path, phase: str):
+        super().__init__()
+        self.directory, self.phase = directory, phase
+        self.pointer = directory / f"{phase}_last.json"
+
+    def epochs_done(self) -> int:
+        if not self.pointer.exists():
+            return 0
+        return int(json.loads(self.pointer.read_text())["epoch"])
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the last checkpoint into `model` (compiled); the number of epochs it holds."""
+        done = self.epochs_done()
+        if done:
+            if not model.optimizer.built:  # its variables must exist to be loaded
+                model.optimizer.build(model.trainable_variables)
+            model.load_weights(self.directory / json.loads(self.pointer.read_text())["weights"])
+        return done
+
+    def on_epoch_end(self, epoch, logs=None):
+        name = f"{self.phase}_epoch{epoch + 1}.weights.h5"
+        previous = self.directory / f"{self.phase}_epoch{epoch}.weights.h5"
+        self.model.save_weights(self.directory / name)
+        _write_atomic(self.pointer, json.dumps({"epoch": epoch + 1, "weights": name}))
+        previous.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def reset_random_state(model: keras.Model, seed: int, phase_index: int, epoch: int) -> None:
+    """Every random stream of one epoch's `fit`, from ``(seed, phase_index, epoch)`` alone.
+
+    Global seeds (Python, NumPy, TF, Keras' global SeedGenerator) and the state of each
+    SeedGenerator the model holds (Dropout layers, in the order of ``model.variables``).
+    """
+    sequence = np.random.SeedSequence([seed, phase_index, epoch])
+    generators = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    states = sequence.generate_state(1 + len(generators), dtype=np.uint32) % (2**31 - 1)
+    keras.utils.set_random_seed(int(states[0]))
+    for variable, state in zip(generators, states[1:], strict=True):
+        variable.assign(np.array([state, 0], dtype=variable.dtype))
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -171,9 +283,15 @@ def train_two_phase(
     verbose: int = 2,
     fingerprint: dict | None = None,
     strategy=None,
+    seed: int = 0,
 ) -> dict[str, list[dict]]:
     """Train `model` in place; returns {phase: [epoch rows]} with train and val loss/AUC.
 
+    `train_data`: a function ``(phase_index, epoch) -> tf.data.Dataset`` giving one epoch's
+    batches as a pure function of its arguments (e.g. ``make_dataset_from_store(...,
+    epoch=(phase_index, epoch))``), which makes a resumed run bit-exact; or one dataset used
+    for every epoch (then its own shuffling restarts when a killed run resumes).
+    `seed`: the seed of the per-epoch random state (:func:`reset_random_state`).
     `on_epoch(phase, row)` is called after every epoch (MLflow logging hooks in here).
     `fingerprint`: everything else that defines the run (data, loss, seed...); checkpoints
     are resumed only when it and `config` equal those they were written with.
@@ -181,13 +299,32 @@ def train_two_phase(
     created in its scope); None = the one the model was built under.
     """
     strategy = strategy or model.distribute_strategy
-    checkpoint_dir = Path(checkpoint_dir)
-    _prepare_checkpoints(checkpoint_dir, {"config": asdict(config), **(fingerprint or {})})
+    checkpoint_dir = worker_checkpoint_dir(Path(checkpoint_dir), strategy)
+    _prepare_checkpoints(checkpoint_dir, {"config": asdict(config), "seed": seed,
+                                          "checkpoint_format": CHECKPOINT_FORMAT,
+                                          **(fingerprint or {})})
     history: dict[str, list[dict]] = {}
-    for phase in config.phases(has_backbone=bool(backbone_layers(model))):
-        history[phase.name] = _run_phase(model, phase, train_data, val_data, loss, config,
-                                         checkpoint_dir, on_epoch, verbose, strategy)
+    phases = config.phases(has_backbone=bool(backbone_layers(model)))
+    for index, phase in enumerate(phases):
+        history[phase.name] = _run_phase(model, index, phase, train_data, val_data, loss,
+                                         config, checkpoint_dir, on_epoch, verbose, strategy,
+                                         seed)
     return history
+
+
+# 2: per-epoch checkpoints (PHASE_last.json), not Keras' BackupAndRestore folders
+CHECKPOINT_FORMAT = 2
+
+
+def worker_checkpoint_dir(checkpoint_dir: Path, strategy) -> Path:
+    """The chief (and any single-process run) writes `checkpoint_dir`; other workers of a
+    multi-worker strategy a sibling of their own."""
+    extended = getattr(strategy, "extended", None)
+    if getattr(extended, "should_checkpoint", True):
+        return checkpoint_dir
+    resolver = strategy.cluster_resolver
+    return checkpoint_dir.with_name(
+        f"{checkpoint_dir.name}.{resolver.task_type}-{resolver.task_id}")
 
 
 def cosine_schedule(phase: Phase, config: TrainConfig, steps_per_epoch: int):
@@ -203,7 +340,10 @@ def cosine_schedule(phase: Phase, config: TrainConfig, steps_per_epoch: int):
 
 
 def _steps_per_epoch(train_data) -> int:
-    """Batches per epoch of a tf.data dataset or a Keras PyDataset / Sequence."""
+    """Batches per epoch of a tf.data dataset or a Keras PyDataset / Sequence, or of the
+    first epoch's dataset when `train_data` is a `(phase, epoch) -> dataset` function."""
+    if callable(train_data) and not hasattr(train_data, "cardinality"):
+        train_data = train_data(0, 0)
     sized = hasattr(train_data, "cardinality")
     steps = int(train_data.cardinality()) if sized else len(train_data)
     if steps <= 0:
@@ -224,14 +364,15 @@ def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict) -> None:
             print(f"training: {checkpoint_dir} holds checkpoints of another run; starting over")
             shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(current, indent=2, sort_keys=True))
+    _write_atomic(marker, json.dumps(current, indent=2, sort_keys=True))
 
 
-def _run_phase(model, phase: Phase, train_data, val_data, loss, config: TrainConfig,
-               checkpoint_dir: Path, on_epoch, verbose: int, strategy) -> list[dict]:
+def _run_phase(model, index: int, phase: Phase, train_data, val_data, loss,
+               config: TrainConfig, checkpoint_dir: Path, on_epoch, verbose: int, strategy,
+               seed: int) -> list[dict]:
     done_marker = checkpoint_dir / f"{phase.name}_done"
-    best = BestAndPatience(checkpoint_dir, phase.name, config.patience)
     if done_marker.exists():
+        best = BestAndPatience(checkpoint_dir, phase.name, config.patience)
         model.load_weights(best.best_path)
         return best.history
     set_backbone_trainable(model, not phase.freeze_backbone)
@@ -240,23 +381,29 @@ def _run_phase(model, phase: Phase, train_data, val_data, loss, config: TrainCon
         learning_rate = cosine_schedule(phase, config, _steps_per_epoch(train_data))
     with strategy.scope():
         compile_model(model, loss, learning_rate, config.jit_compile)
-    # `best` before the backup: if a kill lands between the two writes, the epoch is
-    # trained again and its log row replaced, never lost.
-    callbacks = [
-        StopOnNaN(phase.name),
-        best,
-        keras.callbacks.BackupAndRestore(str(checkpoint_dir / f"{phase.name}_backup")),
-    ]
+    checkpoint = EpochCheckpoint(checkpoint_dir, phase.name)
+    with strategy.scope():
+        start = checkpoint.restore(model)
+    best = BestAndPatience(checkpoint_dir, phase.name, config.patience, epochs_done=start)
+    # Order matters: the log row (with the epoch's learning rate), then the plateau rule may
+    # lower the rate, then the checkpoint holds the lowered rate, then the caller's hook.
+    # A cosine schedule is a function of the optimizer's step count, which the checkpoint
+    # holds: no plateau rule, nothing else to restore.
+    callbacks = [StopOnNaN(phase.name), best]
     if config.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=MONITOR, mode="max", factor=config.reduce_lr_factor,
-            patience=config.reduce_lr_patience,
-            min_lr=min(config.min_learning_rate, phase.learning_rate)))
+        callbacks.append(PlateauLR(lambda: best.history, factor=config.reduce_lr_factor,
+                                   patience=config.reduce_lr_patience,
+                                   min_lr=min(config.min_learning_rate, phase.learning_rate)))
+    callbacks.append(checkpoint)
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: on_epoch(phase.name, best.history[-1])))
-    if phase.epochs > 0 and not best.exhausted:
-        model.fit(train_data, validation_data=val_data, epochs=phase.epochs,
+    for epoch in range(start, phase.epochs):
+        if best.exhausted:
+            break
+        reset_random_state(model, seed, index, epoch)
+        data = train_data(index, epoch) if callable(train_data) else train_data
+        model.fit(data, validation_data=val_data, initial_epoch=epoch, epochs=epoch + 1,
                   callbacks=callbacks, verbose=verbose, shuffle=False)
     if best.best_path.exists():
         model.load_weights(best.best_path)

@@ -118,4 +118,37 @@ def distribution_strategy(name: str):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return _multiworker_strategy()
+
+
+def _multiworker_strategy():
+    """MultiWorkerMirroredStrategy with the `reduce` that Keras 3's `fit` expects of it.
+
+    Keras 3 (TF backend) calls ``strategy.reduce`` in two ways that TF's collective
+    (multi-worker) implementation rejects, while MirroredStrategy accepts them:
+
+    * ``_maybe_symbolic_build`` reduces the first batch, an ``(images, labels)`` tuple of
+      per-replica values, with ``reduce("MEAN", batch, axis=None)``: the collective path
+      tries to turn the whole tuple into one tensor ("Attempt to convert a value
+      (PerReplica:...) ... to a Tensor"). Here a structure is reduced leaf by leaf.
+    * ``reduce_per_replica`` averages every log of a train step (loss, metric results:
+      scalars) with ``reduce("MEAN", value, axis=0)``, and a scalar has no axis 0 ("Invalid
+      reduction dimension 0 for input with 0 dimensions"). Here a scalar is averaged over
+      the replicas (axis None), which is what the mean of a scalar log means.
+
+    The class is made here, not at import: this module must import without TensorFlow.
+    """
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            parent = super()
+
+            def one(leaf):
+                parts = (leaf.values if isinstance(leaf, tf.distribute.DistributedValues)
+                         else [leaf])
+                scalar = all(tf.convert_to_tensor(part).shape.rank == 0 for part in parts)
+                return parent.reduce(reduce_op, leaf, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerMirroredStrategy()
