@@ -107,6 +107,8 @@ def test_two_queued_experiments_run_in_parallel_and_both_reach_mlflow(tmp_path):
         assert "database is locked" not in text, f"{name}:\n{text[-3000:]}"
         assert "Running stage 'train@simple_cnn'" in text, text[-3000:]
 
+    # What a user reads (pytest -s shows it): one row per experiment, headline columns.
+    print(run(DVC, "exp", "show", "--only-changed", "--md", cwd=project))
     shown = json.loads(run(DVC, "exp", "show", "--json", cwd=project))
     aucs = {}
     for commit in shown:

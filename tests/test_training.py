@@ -241,8 +241,10 @@ RESUME_SCRIPT = textwrap.dedent("""
                                        augmentation=augmentation, seed=5, epoch=(phase, epoch))
 
     val = make_dataset_from_store(images, np.arange(64, 96), labels[64:], 16)
+    schedule = sys.argv[4]
     config = TrainConfig(head_epochs=1, finetune_epochs=3, finetune_learning_rate=1e-2,
-                         patience=9, reduce_lr_patience=1)
+                         patience=9, reduce_lr_patience=1, schedule=schedule,
+                         warmup_epochs=int(schedule == "cosine"))
 
     def preempt(phase, row):  # SIGKILL once fine-tune epoch 1 is checkpointed
         if mode == "kill" and phase == "finetune" and row["epoch"] == 1:
@@ -266,17 +268,20 @@ def _checkpoint_arrays(path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_preempted_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_a_preempted_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
+        tmp_path, schedule):
     """Head epoch + 3 fine-tune epochs with shuffling, augmentation and dropout: once straight
     through, once SIGKILLed after fine-tune epoch 1 and started again in a new process. The
-    last epoch's weights and optimizer state, and the best weights, must be bit-identical."""
+    last epoch's weights and optimizer state, and the best weights, must be bit-identical,
+    under either learning-rate schedule (cosine: the rate comes from the restored step)."""
     from pathlib import Path
 
     tests = str(Path(__file__).parent)
 
     def run(mode, checkpoints):
-        return subprocess.run([sys.executable, "-c", RESUME_SCRIPT, mode, str(checkpoints), tests],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run([sys.executable, "-c", RESUME_SCRIPT, mode, str(checkpoints), tests,
+                               schedule], capture_output=True, text=True, timeout=300)
 
     full = run("full", tmp_path / "full")
     assert full.returncode == 0 and "FINISHED" in full.stdout, full.stderr[-3000:]
