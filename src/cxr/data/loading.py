@@ -151,6 +151,27 @@ def make_dataset(
     return dataset.with_options(_options(parallel_calls))
 
 
+def check_store_inputs(who: str, images: np.ndarray, rows, labels):
+    """``rows`` as int64 and ``labels`` as float32 (or None), after checking them and the
+    store's ``images`` (uint8, count x size x size); errors start with ``who``."""
+    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"{who}: images is {images.dtype} {images.shape}; "
+                         f"expected uint8 (count, size, size)")
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or len(rows) == 0:
+        raise ValueError(f"{who}: rows has shape {rows.shape}; expected a "
+                         f"non-empty 1-D array of store rows")
+    if rows.min() < 0 or rows.max() >= len(images):
+        bad = int(rows[(rows < 0) | (rows >= len(images))][0])
+        raise ValueError(f"{who}: row {bad} is outside the store's {len(images)} images")
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.ndim != 2 or labels.shape[0] != len(rows):
+            raise ValueError(f"{who}: labels has shape {labels.shape}; "
+                             f"expected ({len(rows)}, n_classes) to match rows")
+    return rows, labels
+
+
 def make_dataset_from_store(
     images: np.ndarray,
     rows: Sequence[int] | np.ndarray,
@@ -185,22 +206,7 @@ def make_dataset_from_store(
     :class:`cxr.data.pydataset.StoreBatches` (a ``keras.utils.PyDataset``) instead.
     """
     images = np.asarray(images) if not isinstance(images, np.memmap) else images
-    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"make_dataset_from_store: images is {images.dtype} {images.shape}; "
-                         f"expected uint8 (count, size, size)")
-    rows = np.asarray(rows, dtype=np.int64)
-    if rows.ndim != 1 or len(rows) == 0:
-        raise ValueError(f"make_dataset_from_store: rows has shape {rows.shape}; expected a "
-                         f"non-empty 1-D array of store rows")
-    if rows.min() < 0 or rows.max() >= len(images):
-        bad = int(rows[(rows < 0) | (rows >= len(images))][0])
-        raise ValueError(f"make_dataset_from_store: row {bad} is outside the store's "
-                         f"{len(images)} images")
-    if labels is not None:
-        labels = np.asarray(labels, dtype=np.float32)
-        if labels.ndim != 2 or labels.shape[0] != len(rows):
-            raise ValueError(f"make_dataset_from_store: labels has shape {labels.shape}; "
-                             f"expected ({len(rows)}, n_classes) to match rows")
+    rows, labels = check_store_inputs("make_dataset_from_store", images, rows, labels)
     if epoch is not None and not training:
         raise ValueError("make_dataset_from_store: epoch is for training datasets only")
     if not backend.is_tensorflow():  # other Keras backends: a PyDataset, no TensorFlow

@@ -24,7 +24,7 @@ import math
 import keras
 import numpy as np
 
-from cxr.data.loading import Augmentation, augmentation_model
+from cxr.data.loading import Augmentation, augmentation_model, check_store_inputs
 
 
 class StoreBatches(keras.utils.PyDataset):
@@ -46,22 +46,7 @@ class StoreBatches(keras.utils.PyDataset):
                  seed: int = 0, workers: int = 1, max_queue_size: int = 10):
         super().__init__(workers=max(int(workers), 1), use_multiprocessing=False,
                          max_queue_size=max_queue_size)
-        if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1] != images.shape[2]:
-            raise ValueError(f"StoreBatches: images is {images.dtype} {images.shape}; expected "
-                             f"uint8 (count, size, size)")
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.ndim != 1 or len(rows) == 0:
-            raise ValueError(f"StoreBatches: rows has shape {rows.shape}; expected a non-empty "
-                             f"1-D array of store rows")
-        if rows.min() < 0 or rows.max() >= len(images):
-            bad = int(rows[(rows < 0) | (rows >= len(images))][0])
-            raise ValueError(f"StoreBatches: row {bad} is outside the store's {len(images)} "
-                             f"images")
-        if labels is not None:
-            labels = np.asarray(labels, dtype=np.float32)
-            if labels.ndim != 2 or labels.shape[0] != len(rows):
-                raise ValueError(f"StoreBatches: labels has shape {labels.shape}; expected "
-                                 f"({len(rows)}, n_classes) to match rows")
+        rows, labels = check_store_inputs("StoreBatches", images, rows, labels)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"StoreBatches: batch_size must be a positive int; got "
                              f"{batch_size!r}")
