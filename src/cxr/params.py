@@ -166,8 +166,8 @@ class ModelParams:
 # The embedded default's model blocks (params.yaml `models:`; tests/test_params.py checks that
 # the two agree). Why these schedules: the comment above `models:` in params.yaml.
 DEFAULT_MODELS: dict[str, ModelParams] = {
-    "simple_cnn": ModelParams(head_epochs=20, head_learning_rate=1e-3, finetune_epochs=0,
-                              patience=5),
+    "simple_cnn": ModelParams(head_epochs=30, head_learning_rate=2e-3, finetune_epochs=0,
+                              patience=8, schedule="cosine", warmup_epochs=1),
     "densenet121": ModelParams(head_epochs=0, head_learning_rate=1e-4, finetune_epochs=6,
                                finetune_learning_rate=1e-3, patience=4, schedule="cosine",
                                warmup_epochs=1,

@@ -93,7 +93,7 @@ def _geometry(rng: np.random.Generator, anatomy: Anatomy, view: str,
 def _reshape_for_findings(geo: _Geometry, anatomy: Anatomy, strengths: dict[str, float]) -> None:
     if "Cardiomegaly" in strengths:
         s = strengths["Cardiomegaly"]
-        geo.heart_ratio += 0.02 + 0.10 * s
+        geo.heart_ratio += 0.04 + 0.12 * s
         geo.heart_height *= 1 + 0.25 * s
     if "Emphysema" in strengths:
         # Hyperinflation: big, dark lungs with few markings, flat low domes, narrow heart.

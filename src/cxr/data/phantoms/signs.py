@@ -156,9 +156,9 @@ def _sign_nodule(c: _Canvas, anatomy: Anatomy, rng, s: float) -> np.ndarray:
     nodules = np.zeros_like(c.density)
     for _ in range(count):
         cx, cy = c.point_in_lung(site, int(site.choice([-1, 1])))
-        radius = site.uniform(0.008, 0.02) * (0.8 + 0.4 * s)
+        radius = site.uniform(0.012, 0.026) * (0.8 + 0.4 * s)
         nodules = np.maximum(nodules, c.disk(cx, cy, radius))
-    c.density += (0.08 + 0.22 * s) * nodules
+    c.density += (0.1 + 0.25 * s) * nodules
     return nodules
 
 
@@ -168,7 +168,10 @@ def _sign_pleural_thickening(c: _Canvas, anatomy: Anatomy, rng, s: float) -> np.
     side = int(site.choice([-1, 1]))
     geo = c.geo
     depth = (1 - np.sqrt(c.lung_r2[side])) * geo.lung_half_width  # ~distance to the edge
-    thickness = 0.008 + 0.022 * s
+    # Lumpy inner margin: the thickness swells and thins along the wall (a smooth border
+    # band would read as a smaller lung, which normal anatomy also gives).
+    lumps = np.clip(1 + 0.8 * _smooth_noise(rng, c.size, 14), 0.2, 2.2)
+    thickness = (0.025 + 0.035 * s) * lumps
     shell = np.clip(1 - depth / thickness, 0, 1)
     dy = (c.y - geo.lung_center_y()) / geo.lung_half_height()
     if site.random() < 0.7:  # along the lateral wall, over a stretch of it
