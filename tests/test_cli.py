@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,9 @@ def workspace(tmp_path_factory) -> dict:
     model = build("simple_cnn", image_size=SIZE)
     model_path = root / "model.keras"
     model.save(model_path)
+    # Operating thresholds spread over [0, 1] so some findings are positive and some not.
     write_metadata(root, model_metadata("simple_cnn", LABELS, SIZE, "block3_conv", "youden",
-                                        [0.5] * len(LABELS)))
+                                        OPERATING))
     folder = root / "xrays"
     (folder / "more").mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -50,6 +52,9 @@ def workspace(tmp_path_factory) -> dict:
     (folder / "notes.txt").write_text("not an image")
     return {"model": str(model_path), "folder": str(folder), "good": [str(p) for p in good],
             "corrupt": str(corrupt), "truncated": str(truncated)}
+
+
+OPERATING = [round(float(t), 3) for t in np.linspace(0.02, 0.98, len(LABELS))]
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -105,6 +110,13 @@ def test_json_top_k_sorted_and_referral(capsys, workspace):
     means = [f["mean"] for f in row["findings"]]
     assert len(means) == 3 and means == sorted(means, reverse=True)
     assert all(f["refer"] == (f["std"] > 0) for f in row["findings"])
+    # Each shown finding carries the model's operating threshold (metadata.json) and whether
+    # its mean reaches it; `positive` lists every finding that does, shown or not.
+    operating = dict(zip(LABELS, OPERATING, strict=True))
+    assert all(f["threshold"] == operating[f["finding"]] for f in row["findings"])
+    assert all(f["positive"] == (f["mean"] >= f["threshold"]) for f in row["findings"])
+    assert set(row["positive"]) >= {f["finding"] for f in row["findings"] if f["positive"]}
+    assert "Atelectasis" in row["positive"] and "Pneumothorax" not in row["positive"]
     assert row["refer_any"] is True  # dropout 0.5 gives every finding some spread
     assert len(row["referred"]) >= 3
 
@@ -114,10 +126,43 @@ def test_csv_long_format(capsys, workspace):
                          "--model", workspace["model"], "--passes", 2, "--csv", "--top", 5)
     assert code == 0 and "skipped" not in err
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["image", "finding", "mean", "std", "refer"]
+    assert list(rows[0]) == ["image", "finding", "mean", "std", "refer", "threshold", "positive"]
     assert len(rows) == 10
     assert {row["image"] for row in rows} == set(workspace["good"][1:3])
     assert all(row["refer"] in ("0", "1") and 0 <= float(row["mean"]) <= 1 for row in rows)
+    assert all(row["positive"] == str(int(float(row["mean"]) >= float(row["threshold"])))
+               for row in rows)
+
+
+def test_table_shows_the_operating_point(capsys, workspace):
+    code, out, _ = run(capsys, "predict", workspace["good"][0], "--model", workspace["model"],
+                       "--passes", 2)
+    assert code == 0
+    assert "positive when mean >= the youden threshold of validation" in out
+    header = next(line for line in out.splitlines() if line.startswith(workspace["good"][0]))
+    assert "  positive: Atelectasis" in header  # threshold 0.02: always reached
+    line = next(line for line in out.splitlines() if line.strip().startswith("Pneumothorax"))
+    assert line.split()[2:4] == ["0.980", "-"]  # finding, mean, thresh, positive, std, refer
+
+
+@pytest.mark.parametrize("thresholds, message", [
+    ({"Atelectasis": 0.5}, "labels without one"),
+    ("bad", "labels without one"),
+    ({label: 1.5 for label in LABELS}, "numbers in \\[0, 1\\]"),
+])
+def test_bad_operating_thresholds_are_a_clear_error(capsys, workspace, tmp_path, thresholds,
+                                                    message):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(workspace["model"], folder / "model.keras")
+    metadata = model_metadata("simple_cnn", LABELS, SIZE, "block3_conv", "youden", OPERATING)
+    metadata["thresholds"] = thresholds
+    write_metadata(folder, metadata)
+    code, _, err = run(capsys, "predict", workspace["good"][0], "--model",
+                       folder / "model.keras")
+    assert code == 2
+    assert "cannot use model" in err and "thresholds" in err
+    assert re.search(message, err)
 
 
 def test_nothing_readable_exits_2(capsys, workspace, tmp_path):

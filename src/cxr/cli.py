@@ -5,8 +5,10 @@
                         [--heatmap DIR]
 
 `predict` runs Monte-Carlo dropout (`cxr.evaluation.uncertainty`) on image files and folders and prints,
-per image, each finding's mean probability, its standard deviation over the passes and the
-referral flag (std > threshold). With `--heatmap DIR` it also writes, per image, a Grad-CAM
+per image, each finding's mean probability, whether that mean reaches the model's operating
+threshold (``positive``; the per-finding threshold the train stage chose on the validation
+split, metadata.json ``thresholds``), its standard deviation over the passes and the referral
+flag (std > --threshold). With `--heatmap DIR` it also writes, per image, a Grad-CAM
 overlay PNG (`cxr.interpret.gradcam`) for each of its top findings by mean (`--top`, default 3) as
 `DIR/<stem>_<finding>.png`. Exit status: 0 all images predicted, 1 some files could not be
 read (each reported on stderr), 2 nothing could be predicted (no readable image, no model,
@@ -164,7 +166,8 @@ def _predict(args: argparse.Namespace) -> int:
     pixels = np.stack(images)
     result = mc_dropout_predict(model, pixels, passes=args.passes, seed=args.seed,
                                 batch_size=args.batch_size)
-    rows = prediction_rows(names, result, args.threshold, labels, args.top)
+    rows = prediction_rows(names, result, args.threshold, labels, args.top,
+                           operating=metadata["thresholds"])
     if args.heatmap is not None:
         written = write_heatmaps(model, names, pixels, result, args.top or DEFAULT_HEATMAP_TOP,
                                  Path(args.heatmap), args.batch_size, labels=labels,
@@ -182,7 +185,8 @@ def _predict(args: argparse.Namespace) -> int:
         write_csv(rows, sys.stdout)
     else:
         print(f"model {model_path}  passes {args.passes}  seed {args.seed}  "
-              f"refer when std > {args.threshold:g}\n")
+              f"refer when std > {args.threshold:g}  positive when mean >= the "
+              f"{metadata['threshold_method']} threshold of validation\n")
         sys.stdout.write(format_table(rows))
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
@@ -220,8 +224,19 @@ def load_model(path: Path):
 
 
 def check_metadata(metadata: dict, image_size: int, n_outputs: int) -> list[str]:
-    """The label order from metadata.json, after checking it fits the loaded model."""
+    """The label order from metadata.json, after checking it fits the loaded model and
+    holds one operating threshold in [0, 1] per label."""
     labels = list(metadata["labels"])
+    thresholds = metadata["thresholds"]
+    if not isinstance(thresholds, dict) or set(thresholds) != set(labels):
+        raise ValueError("metadata.json 'thresholds' must map every label to its operating "
+                         f"threshold; labels without one: "
+                         f"{sorted(set(labels) - set(thresholds or {}))}")
+    bad = {label: value for label, value in thresholds.items()
+           if isinstance(value, bool) or not isinstance(value, int | float)
+           or not 0.0 <= float(value) <= 1.0}
+    if bad:
+        raise ValueError(f"metadata.json 'thresholds' must be numbers in [0, 1]; got {bad}")
     if int(metadata["image_size"]) != image_size:
         raise ValueError(f"metadata.json says image_size {metadata['image_size']}, the model "
                          f"takes {image_size} px")
@@ -330,10 +345,12 @@ def unique_stems(names: Sequence[str]) -> list[str]:
 
 
 def prediction_rows(names, result, threshold: float, labels: Sequence[str],
-                    top: int | None = None) -> list[dict]:
+                    top: int | None = None, operating: dict | None = None) -> list[dict]:
     """One dict per image: `image`, `refer_any`, `referred` (every finding with std above the
-    threshold, shown or not), and `findings` (canonical order, or the `top` findings by
-    mean, highest first), each `{finding, mean, std, refer}`."""
+    threshold, shown or not), `positive` (every finding whose mean reaches its operating
+    threshold, shown or not) and `findings` (canonical order, or the `top` findings by mean,
+    highest first), each `{finding, mean, std, refer}` plus `threshold` and `positive` when
+    `operating` maps each label to its operating threshold (metadata.json `thresholds`)."""
     refer = result.refer(threshold)
     rows = []
     for i, name in enumerate(names):
@@ -345,36 +362,57 @@ def prediction_rows(names, result, threshold: float, labels: Sequence[str],
              "std": round(float(result.std[i, k]), 6), "refer": bool(refer[i, k])}
             for k in order
         ]
-        rows.append({"image": name, "refer_any": bool(refer[i].any()),
-                     "referred": [labels[k] for k in range(len(labels)) if refer[i, k]],
-                     "findings": findings})
+        row = {"image": name, "refer_any": bool(refer[i].any()),
+               "referred": [labels[k] for k in range(len(labels)) if refer[i, k]]}
+        if operating is not None:
+            positive = [float(result.mean[i, k]) >= float(operating[labels[k]])
+                        for k in range(len(labels))]
+            row["positive"] = [labels[k] for k in range(len(labels)) if positive[k]]
+            for k, finding in zip(order, findings, strict=True):
+                finding["threshold"] = round(float(operating[labels[k]]), 6)
+                finding["positive"] = positive[k]
+        row["findings"] = findings
+        rows.append(row)
     return rows
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """An aligned block per image: finding, mean, std, refer."""
+    """An aligned block per image: finding, mean, [threshold, positive,] std, refer."""
     width = max(len("finding"), *(len(f["finding"]) for row in rows for f in row["findings"]))
     lines = []
     for row in rows:
         referred = ", ".join(row["referred"]) if row["referred"] else "no"
-        lines.append(f"{row['image']}  refer: {referred}")
-        lines.append(f"  {'finding':<{width}}  {'mean':>6}  {'std':>6}  refer")
+        operating = "positive" in row
+        head = f"{row['image']}  refer: {referred}"
+        if operating:
+            head += "  positive: " + (", ".join(row["positive"]) if row["positive"] else "none")
+        lines.append(head)
+        columns = f"  {'finding':<{width}}  {'mean':>6}"
+        columns += f"  {'thresh':>6}  positive" if operating else ""
+        lines.append(columns + f"  {'std':>6}  refer")
         for finding in row["findings"]:
+            line = f"  {finding['finding']:<{width}}  {finding['mean']:6.3f}"
+            if operating:
+                line += f"  {finding['threshold']:6.3f}  {'yes' if finding['positive'] else '-':<8}"
             flag = "yes" if finding["refer"] else "-"
-            lines.append(f"  {finding['finding']:<{width}}  {finding['mean']:6.3f}  "
-                         f"{finding['std']:6.3f}  {flag}")
+            lines.append(line + f"  {finding['std']:6.3f}  {flag}")
         lines.append("")
     return "\n".join(lines)
 
 
 def write_csv(rows: Sequence[dict], stream) -> None:
-    """Long format: image, finding, mean, std, refer (0/1)."""
+    """Long format: image, finding, mean, std, refer (0/1), then threshold and positive (0/1)
+    when the rows carry the model's operating thresholds."""
+    operating = any("positive" in row for row in rows)
     writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(["image", "finding", "mean", "std", "refer"])
+    writer.writerow(["image", "finding", "mean", "std", "refer"]
+                    + (["threshold", "positive"] if operating else []))
     for row in rows:
         for finding in row["findings"]:
+            extra = ([f"{finding['threshold']:.6g}", int(finding["positive"])] if operating
+                     else [])
             writer.writerow([row["image"], finding["finding"], f"{finding['mean']:.6g}",
-                             f"{finding['std']:.6g}", int(finding["refer"])])
+                             f"{finding['std']:.6g}", int(finding["refer"])] + extra)
 
 
 if __name__ == "__main__":
