@@ -282,6 +282,30 @@ def test_html_embeds_large_figures_scaled_and_compressed(tmp_path):
     assert len(page.encode()) < 1_000_000
 
 
+def test_compact_figure_writes_photograph_like_figures_lossy_even_when_a_palette_is_smaller():
+    """A smooth photograph-like figure (more than PHOTO_COLORS colours) quantises into a few
+    flat bands whose lossless palette WebP is tiny: it must still be written lossy (the
+    palette would be banding, not lossless), while a chart keeps its palette."""
+    import io
+
+    from cxr.report.images import PHOTO_COLORS, compact_figure
+
+    y, x = np.mgrid[0:600, 0:900]
+    smooth = np.stack([x * 255 / 899, y * 255 / 599, (x + y) * 255 / 1498], axis=-1)
+    buffer = io.BytesIO()
+    Image.fromarray(smooth.astype(np.uint8)).save(buffer, "PNG")
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    assert image.getcolors(maxcolors=PHOTO_COLORS) is None  # photograph-like by the rule
+    mime, data = compact_figure(buffer.getvalue())
+    assert mime == "image/webp" and b"VP8 " in data[:40]
+    # The same picture in 64 flat colours is chart-like: the palette form stays lossless.
+    flat = image.quantize(64).convert("RGB")
+    buffer = io.BytesIO()
+    flat.save(buffer, "PNG")
+    mime, data = compact_figure(buffer.getvalue())
+    assert mime == "image/png" or b"VP8L" in data[:40]
+
+
 def test_compact_figure_keeps_small_images_and_refuses_non_images(tmp_path):
     from cxr.report.images import compact_figure
 
@@ -435,3 +459,13 @@ def test_a_best_at_or_below_chance_is_not_bold():
     assert not any(cell.bold for cell in weak)
     real = _bold_best([(0.61, "0.610"), (0.35, "0.350")], floor=0.119)
     assert [cell.bold for cell in real] == [True, False]
+
+
+def test_the_committed_report_stays_under_its_2_mb_budget():
+    """The pipeline's own report (committed, pipeline output of the committed params) is
+    meant to be mailed and kept per experiment: 2 MB at most. It once grew to 2,151,548
+    bytes when the Grad-CAM grids were kept as 64-colour palettes (docs/DESIGN.md)."""
+    report = Path(__file__).resolve().parents[1] / "reports" / "report.html"
+    if not report.is_file():
+        pytest.skip("no committed reports/report.html in this checkout")
+    assert report.stat().st_size <= 2_000_000, f"{report}: {report.stat().st_size:,} bytes"
