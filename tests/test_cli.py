@@ -147,7 +147,9 @@ def test_table_shows_the_operating_point(capsys, workspace):
 
 @pytest.mark.parametrize("thresholds, message", [
     ({"Atelectasis": 0.5}, "labels without one"),
-    ("bad", "labels without one"),
+    ("bad", "got str"),
+    ({**dict.fromkeys(LABELS, 0.5), "Cardiomegally": 0.5}, "keys that are not labels: "
+                                                            "\\['Cardiomegally'\\]"),
     ({label: 1.5 for label in LABELS}, "numbers in \\[0, 1\\]"),
 ])
 def test_bad_operating_thresholds_are_a_clear_error(capsys, workspace, tmp_path, thresholds,

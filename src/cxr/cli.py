@@ -228,10 +228,14 @@ def check_metadata(metadata: dict, image_size: int, n_outputs: int) -> list[str]
     holds one operating threshold in [0, 1] per label."""
     labels = list(metadata["labels"])
     thresholds = metadata["thresholds"]
-    if not isinstance(thresholds, dict) or set(thresholds) != set(labels):
+    if not isinstance(thresholds, dict):
         raise ValueError("metadata.json 'thresholds' must map every label to its operating "
-                         f"threshold; labels without one: "
-                         f"{sorted(set(labels) - set(thresholds or {}))}")
+                         f"threshold; got {type(thresholds).__name__}")
+    missing, extra = set(labels) - set(thresholds), set(thresholds) - set(labels)
+    if missing or extra:
+        raise ValueError("metadata.json 'thresholds' must map every label to its operating "
+                         f"threshold; labels without one: {sorted(missing)}, keys that are "
+                         f"not labels: {sorted(extra)}")
     bad = {label: value for label, value in thresholds.items()
            if isinstance(value, bool) or not isinstance(value, int | float)
            or not 0.0 <= float(value) <= 1.0}
