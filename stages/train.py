@@ -88,11 +88,12 @@ def main() -> None:
                 set_output_bias(model, prior_logits(train_rows[list(LABELS)].to_numpy()))
             loss = build_loss(params.loss.name, params.loss.alpha, params.loss.gamma,
                               train_labels=train_rows[list(LABELS)].to_numpy())
-        global_epoch = {"n": 0}
 
         def log_epoch(phase: str, row: dict) -> None:
-            global_epoch["n"] += 1
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=global_epoch["n"])
+            # row["step"] counts over both phases and survives a resume (the step axis of
+            # an interrupted run's curves continues instead of restarting at 1)
+            run.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "step")},
+                            step=row["step"])
 
         started = time.perf_counter()
         history = train_two_phase(model, train_data, val_data, loss, config, args.checkpoints,

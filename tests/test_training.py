@@ -112,12 +112,14 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path):
     logged = [json.loads(line) for line in (tmp_path / "head_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in logged] == [1, 2]
 
-    epochs_seen = []
+    epochs_seen, steps_seen = [], []
     resumed = tiny_backbone_model(seed=99)  # fresh weights: they must come from the backup
     history = train_two_phase(resumed, train, val, build_loss("bce"), config, tmp_path,
-                              on_epoch=lambda phase, row: epochs_seen.append(row["epoch"]),
+                              on_epoch=lambda phase, row: (epochs_seen.append(row["epoch"]),
+                                                           steps_seen.append(row["step"])),
                               verbose=0, fingerprint={"run": 1})
     assert epochs_seen == [3, 4], "the resumed run must not train epochs 1-2 again"
+    assert steps_seen == [3, 4], "the resumed run's MLflow steps must continue, not restart"
     assert [r["epoch"] for r in history["head"]] == [1, 2, 3, 4]
 
     # A finished phase is not trained again; another fingerprint starts over.
@@ -206,6 +208,25 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2 EPOCHS 1" in result.stdout
+
+
+def test_epoch_rows_carry_the_run_wide_step_and_the_log_names_each_phase_epoch(
+        tmp_path, capsys):
+    train, val = datasets()
+    config = TrainConfig(head_epochs=2, finetune_epochs=2, patience=10)
+    seen = []
+    train_two_phase(tiny_backbone_model(), train, val, build_loss("bce"), config, tmp_path,
+                    on_epoch=lambda phase, row: seen.append((phase, row["epoch"], row["step"])),
+                    verbose=2, fingerprint={"run": 1})
+    assert seen == [("head", 1, 1), ("head", 2, 2), ("finetune", 1, 3), ("finetune", 2, 4)]
+    out = capsys.readouterr().out
+    for header in ("head epoch 1/2", "head epoch 2/2", "finetune epoch 1/2",
+                   "finetune epoch 2/2"):
+        assert header in out, out
+    # each epoch is its own fit(): Keras' header would read "Epoch 2/2", "Epoch 3/3"...
+    assert "Epoch " not in out, out
+    history = json.loads((tmp_path / "head_log.jsonl").read_text().splitlines()[0])
+    assert "step" not in history, "the step is added for the hook, not stored in the history"
 
 
 def test_history_rows_number_epochs_across_phases():

@@ -87,6 +87,26 @@ class TrainConfig:
         return phases
 
 
+class PhaseProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' per-epoch log line, headed "PHASE epoch k/N" with the phase's planned epochs.
+
+    Every epoch is its own `fit` call (bit-exact resume), for which Keras' own header would
+    read "Epoch k/k", and nothing at all for the first epoch."""
+
+    def __init__(self, phase: Phase):
+        super().__init__()
+        self.phase = phase
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.verbose:
+            print(f"{self.phase.name} epoch {epoch + 1}/{self.phase.epochs}", flush=True)
+        planned, self.epochs = self.epochs, 1  # Keras prints its header only when epochs > 1
+        try:
+            super().on_epoch_begin(epoch, logs)
+        finally:
+            self.epochs = planned
+
+
 class NaNLossError(RuntimeError):
     """Training diverged."""
 
@@ -292,7 +312,9 @@ def train_two_phase(
     epoch=(phase_index, epoch))``), which makes a resumed run bit-exact; or one dataset used
     for every epoch (then its own shuffling restarts when a killed run resumes).
     `seed`: the seed of the per-epoch random state (:func:`reset_random_state`).
-    `on_epoch(phase, row)` is called after every epoch (MLflow logging hooks in here).
+    `on_epoch(phase, row)` is called after every epoch (MLflow logging hooks in here); `row`
+    is the epoch's history row plus "step", its number over the whole run (as
+    :func:`history_rows` counts), the same after a resume.
     `fingerprint`: everything else that defines the run (data, loss, seed...); checkpoints
     are resumed only when it and `config` equal those they were written with.
     `strategy`: the tf.distribute strategy the model was built under (optimizers must be
@@ -306,10 +328,18 @@ def train_two_phase(
     history: dict[str, list[dict]] = {}
     phases = config.phases(has_backbone=bool(backbone_layers(model)))
     for index, phase in enumerate(phases):
+        steps_before = sum(len(rows) for rows in history.values())
         history[phase.name] = _run_phase(model, index, phase, train_data, val_data, loss,
                                          config, checkpoint_dir, on_epoch, verbose, strategy,
-                                         seed)
+                                         seed, steps_before)
     return history
+
+
+def _with_step(row: dict, steps_before: int) -> dict:
+    """A copy of an epoch's row with "step": its place in the whole run (the epochs of the
+    earlier phases, then this one's), as `history_rows` numbers it; the same in a resumed
+    run as in an uninterrupted one."""
+    return {**row, "step": steps_before + row["epoch"]}
 
 
 # 2: per-epoch checkpoints (PHASE_last.json), not Keras' BackupAndRestore folders
@@ -369,7 +399,7 @@ def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict) -> None:
 
 def _run_phase(model, index: int, phase: Phase, train_data, val_data, loss,
                config: TrainConfig, checkpoint_dir: Path, on_epoch, verbose: int, strategy,
-               seed: int) -> list[dict]:
+               seed: int, steps_before: int = 0) -> list[dict]:
     done_marker = checkpoint_dir / f"{phase.name}_done"
     if done_marker.exists():
         best = BestAndPatience(checkpoint_dir, phase.name, config.patience)
@@ -389,7 +419,7 @@ def _run_phase(model, index: int, phase: Phase, train_data, val_data, loss,
     # lower the rate, then the checkpoint holds the lowered rate, then the caller's hook.
     # A cosine schedule is a function of the optimizer's step count, which the checkpoint
     # holds: no plateau rule, nothing else to restore.
-    callbacks = [StopOnNaN(phase.name), best]
+    callbacks = [PhaseProgbar(phase), StopOnNaN(phase.name), best]
     if config.schedule == "plateau":
         callbacks.append(PlateauLR(lambda: best.history, factor=config.reduce_lr_factor,
                                    patience=config.reduce_lr_patience,
@@ -397,7 +427,8 @@ def _run_phase(model, index: int, phase: Phase, train_data, val_data, loss,
     callbacks.append(checkpoint)
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: on_epoch(phase.name, best.history[-1])))
+            on_epoch_end=lambda epoch, logs: on_epoch(phase.name, _with_step(
+                best.history[-1], steps_before))))
     for epoch in range(start, phase.epochs):
         if best.exhausted:
             break
