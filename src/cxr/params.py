@@ -168,7 +168,7 @@ class ModelParams:
 DEFAULT_MODELS: dict[str, ModelParams] = {
     "simple_cnn": ModelParams(head_epochs=30, head_learning_rate=2e-3, finetune_epochs=0,
                               patience=8, schedule="cosine", warmup_epochs=1),
-    "densenet121": ModelParams(head_epochs=0, head_learning_rate=1e-4, finetune_epochs=6,
+    "densenet121": ModelParams(head_epochs=0, head_learning_rate=1e-4, finetune_epochs=10,
                                finetune_learning_rate=1e-3, patience=4, schedule="cosine",
                                warmup_epochs=1,
                                options={"batchnorm_momentum": 0.9}),
