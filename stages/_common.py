@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from cxr.params import Params, load_params
 
 
-def parser(description: str | None, *, model: bool = False) -> argparse.ArgumentParser:
-    """An argument parser with ``--params`` (default params.yaml) and, if asked, the model."""
+def parser(description: str | None, *, models: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """An argument parser with ``--params`` (default params.yaml) and, given the model names
+    (`cxr.models.registry.MODEL_NAMES`), a positional ``model`` among them. The model stages
+    import the registry themselves: this module imports no more of cxr than params, so the
+    other stages need not list cxr/models among their DVC dependencies."""
     result = argparse.ArgumentParser(description=description)
-    if model:
-        from cxr.models.registry import MODEL_NAMES
-
-        result.add_argument("model", choices=MODEL_NAMES)
+    if models:
+        result.add_argument("model", choices=list(models))
     result.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="the params file (default: params.yaml)")
     return result

@@ -24,6 +24,7 @@ from cxr.evaluation.summary import eval_log_metrics, mc_dropout_summary
 from cxr.evaluation.uncertainty import mc_dropout_predict, predictions_table
 from cxr.io import read_table, write_json, write_table
 from cxr.labels import LABELS
+from cxr.models.registry import MODEL_NAMES
 from cxr.progress import Progress, printer
 from cxr.report import plots
 from cxr.training.fit import history_rows
@@ -31,7 +32,7 @@ from cxr.training.fit import history_rows
 
 def main() -> None:
     parser = _common.paths(
-        _common.parser(__doc__, model=True), split="the split table",
+        _common.parser(__doc__, models=MODEL_NAMES), split="the split table",
         store="the prepared image store", model_dir="the trained model's folder", metrics="the eval metrics (JSON)",
         predictions="per-image MC mean/std (CSV)", plots="the model's plots folder")
     args, params = _common.start(parser)

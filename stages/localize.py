@@ -35,12 +35,13 @@ from cxr.interpret.localization import (
 from cxr.interpret.overlays import examples_grid
 from cxr.io import read_table, write_json
 from cxr.models.metadata import read_metadata
+from cxr.models.registry import MODEL_NAMES
 from cxr.progress import Progress, printer
 
 
 def main() -> None:
     parser = _common.paths(
-        _common.parser(__doc__, model=True), split="the split table",
+        _common.parser(__doc__, models=MODEL_NAMES), split="the split table",
         model_dir="the trained model's folder (model.keras, metadata.json)",
         store="the prepared image store (images, and each file's own size)",
         bbox="NIH BBox_List CSV",

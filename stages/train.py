@@ -25,7 +25,7 @@ from cxr.io import read_table, write_json, write_table
 from cxr.labels import LABELS
 from cxr.models import build, prior_logits, set_output_bias
 from cxr.models.metadata import model_metadata, write_metadata
-from cxr.models.registry import gradcam_layer
+from cxr.models.registry import MODEL_NAMES, gradcam_layer
 from cxr.training import runtime
 from cxr.training.fit import TrainConfig, history_rows, train_two_phase, worker_checkpoint_dir
 from cxr.training.losses import build_loss
@@ -34,7 +34,7 @@ from cxr.training.summary import train_summary
 
 def main() -> None:
     parser = _common.paths(
-        _common.parser(__doc__, model=True), split="the split table",
+        _common.parser(__doc__, models=MODEL_NAMES), split="the split table",
         store="the prepared image store",
         out="the model folder (model.keras, history.json, metadata.json)",
         metrics="the train metrics (JSON)", history="the per-epoch history (CSV, a DVC plot)",

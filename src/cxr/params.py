@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
+from cxr.model_defaults import MODEL_DEFAULTS
+
 
 class ParamsError(ValueError):
     """params.yaml (or an override) does not fit the schema."""
@@ -163,25 +165,10 @@ class ModelParams:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-# The embedded default's model blocks (params.yaml `models:`; tests/test_params.py checks that
-# the two agree). Why these schedules: the comment above `models:` in params.yaml.
+# The embedded default's model blocks, kept in cxr.model_defaults (not a DVC dependency of any
+# stage: that module says why).
 DEFAULT_MODELS: dict[str, ModelParams] = {
-    "simple_cnn": ModelParams(head_epochs=30, head_learning_rate=2e-3, finetune_epochs=0,
-                              patience=8, schedule="cosine", warmup_epochs=1),
-    "densenet121": ModelParams(head_epochs=0, head_learning_rate=1e-4, finetune_epochs=10,
-                               finetune_learning_rate=1e-3, patience=4, schedule="cosine",
-                               warmup_epochs=1,
-                               options={"batchnorm_momentum": 0.9}),
-    "efficientnetb0": ModelParams(head_epochs=0, head_learning_rate=1e-4, finetune_epochs=6,
-                                  finetune_learning_rate=2e-3, patience=4, schedule="cosine",
-                                  warmup_epochs=1,
-                                  options={"batchnorm_momentum": 0.9}),
-    "fusion": ModelParams(head_epochs=0, head_learning_rate=1e-4, finetune_epochs=5,
-                          finetune_learning_rate=6e-4, patience=4, schedule="cosine",
-                          warmup_epochs=1,
-                          options={"dense_cut": "conv5_block16_concat",
-                                   "efficient_cut": "block6a_expand_activation",
-                                   "proj_channels": 256, "batchnorm_momentum": 0.9}),
+    name: ModelParams(**block) for name, block in MODEL_DEFAULTS.items()
 }
 
 
