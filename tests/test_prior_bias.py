@@ -55,3 +55,36 @@ def test_batchnorm_momentum_option_reaches_every_backbone_batchnorm_and_is_saved
                if isinstance(layer, keras.layers.BatchNormalization))
     with pytest.raises(ValueError, match="unknown option"):
         build("simple_cnn", image_size=32, batchnorm_momentum=0.9)
+
+
+def _stochastic_depth_rates(model):
+    import keras
+
+    from cxr.models.backbones import _walk_layers, backbone_layers
+
+    return [layer.rate for backbone in backbone_layers(model) for layer in _walk_layers(backbone)
+            if isinstance(layer, keras.layers.Dropout) and layer.name.endswith("_drop")]
+
+
+def test_stochastic_depth_option_rescales_efficientnet_drop_rates_and_is_saved(tmp_path):
+    import keras
+
+    import cxr.models.layers  # noqa: F401
+
+    default = _stochastic_depth_rates(build("efficientnetb0", image_size=32))
+    assert len(default) == 9 and 0 < max(default) < 0.2  # Keras: 0.2 * b / blocks
+    off = build("efficientnetb0", image_size=32, stochastic_depth=0.0)
+    assert _stochastic_depth_rates(off) == [0.0] * 9
+    doubled = _stochastic_depth_rates(build("efficientnetb0", image_size=32,
+                                            stochastic_depth=0.4))
+    assert doubled == pytest.approx([2 * rate for rate in default])
+    off.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    assert _stochastic_depth_rates(loaded) == [0.0] * 9
+    # the fusion model's EfficientNetB3 trunk has its own 13; DenseNet121 has none
+    assert _stochastic_depth_rates(build("fusion", image_size=32, stochastic_depth=0.0)) \
+        == [0.0] * 13
+    with pytest.raises(ValueError, match="unknown option"):
+        build("densenet121", image_size=32, stochastic_depth=0.0)
+    with pytest.raises(ValueError, match="stochastic_depth"):
+        build("efficientnetb0", image_size=32, stochastic_depth=1.5)

@@ -281,6 +281,36 @@ def set_batchnorm_momentum(model: keras.Model, momentum: float) -> keras.Model:
     return model
 
 
+# keras.applications.EfficientNet's default drop_connect_rate: block b of B drops its
+# residual branch with probability KERAS_DROP_CONNECT_RATE * b / B.
+KERAS_DROP_CONNECT_RATE = 0.2
+
+
+def set_stochastic_depth(model: keras.Model, rate: float) -> int:
+    """Set EfficientNet's stochastic-depth rate (Keras' `drop_connect_rate`) in the backbones.
+
+    Each EfficientNet block with a residual connection drops its branch with a probability
+    that grows linearly to `rate` at the last block (Keras builds them at 0.2); those are the
+    blocks' `*_drop` Dropout layers, rescaled here by `rate / 0.2`. Made for ImageNet runs of
+    hundreds of epochs, it slows a random network trained for a few (docs/DESIGN.md); 0 turns
+    it off. Saved with the model (layer config). Returns the number of layers changed; a
+    ValueError if `model` has no EfficientNet backbone.
+    """
+    check_fraction(rate, "stochastic_depth", include_boundaries="left", type_error=ValueError)
+    changed = 0
+    for backbone in backbone_layers(model):
+        if not backbone.name.startswith("efficientnet"):
+            continue
+        for layer in _walk_layers(backbone):
+            if isinstance(layer, layers.Dropout) and layer.name.endswith("_drop"):
+                layer.rate = float(layer.rate) * float(rate) / KERAS_DROP_CONNECT_RATE
+                changed += 1
+    if not changed:
+        raise ValueError(f"stochastic_depth applies to EfficientNet backbones; model "
+                         f"{model.name!r} has none")
+    return changed
+
+
 def load_weights_file(model: keras.Model, path: str | os.PathLike) -> str:
     """Load a local weights file into `model`; returns what it was: "model" or "backbone".
 

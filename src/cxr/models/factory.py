@@ -19,6 +19,7 @@ from cxr.models.backbones import (
     load_weights_file,
     set_backbone_trainable,
     set_batchnorm_momentum,
+    set_stochastic_depth,
 )
 from cxr.models.registry import BACKBONES, MIN_IMAGE_SIZE, check_model_name
 from cxr.validation import check_bool
@@ -45,6 +46,8 @@ def model_options(name: str) -> dict[str, object]:
     }
     if BACKBONES[name]:
         options["batchnorm_momentum"] = None  # None: Keras' own (0.99)
+    if any(backbone.startswith("efficientnet") for backbone in BACKBONES[name]):
+        options["stochastic_depth"] = None  # None: Keras' own drop_connect_rate (0.2)
     return options
 
 
@@ -71,7 +74,8 @@ def build(
         freeze_backbone: make every backbone layer non-trainable (no-op for simple_cnn).
         options: model options, see `model_options(name)` (e.g. `dropout`,
             `hidden_units`; fusion: `dense_cut`, `efficient_cut`, `proj_channels`; every
-            model with a backbone: `batchnorm_momentum`, None for Keras' 0.99).
+            model with a backbone: `batchnorm_momentum`, None for Keras' 0.99; every
+            model with an EfficientNet: `stochastic_depth`, None for Keras' 0.2).
 
     Returns:
         An uncompiled keras.Model with 14 sigmoid outputs, output layer `predictions`, a
@@ -111,6 +115,7 @@ def build(
         raise ValueError(f"weights must be 'none', 'imagenet' or a file path; got {weights!r}.")
 
     momentum = options.pop("batchnorm_momentum", None)
+    stochastic_depth = options.pop("stochastic_depth", None)
     builder = _BUILDERS[name]
     if name == "simple_cnn":
         model = builder(image_size=image_size, **options)
@@ -120,6 +125,8 @@ def build(
         load_weights_file(model, weights_path)
     if momentum is not None:
         set_batchnorm_momentum(model, momentum)
+    if stochastic_depth is not None:
+        set_stochastic_depth(model, stochastic_depth)
     if freeze_backbone:
         set_backbone_trainable(model, False)
     return model
