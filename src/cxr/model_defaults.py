@@ -18,7 +18,7 @@ MODEL_DEFAULTS: dict[str, dict] = {
                    "patience": 8, "schedule": "cosine", "warmup_epochs": 1},
     "densenet121": {**BACKBONE_SCHEDULE, "finetune_epochs": 10, "finetune_learning_rate": 1e-3,
                     "options": {"batchnorm_momentum": 0.9}},
-    "efficientnetb0": {**BACKBONE_SCHEDULE, "finetune_epochs": 6,
+    "efficientnetb0": {**BACKBONE_SCHEDULE, "finetune_epochs": 10,
                        "finetune_learning_rate": 2e-3,
                        "options": {"batchnorm_momentum": 0.9}},
     "fusion": {**BACKBONE_SCHEDULE, "finetune_epochs": 5, "finetune_learning_rate": 6e-4,
