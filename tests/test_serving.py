@@ -59,3 +59,13 @@ def test_logged_model_predicts_through_the_mlflow_cli(tmp_path):
                                                   tracking_uri=uri, dst_path=str(tmp_path / "m"))
     assert (Path(example) / "serving_input_example.json").is_file()
     assert (Path(example) / "code" / "cxr" / "models" / "layers.py").is_file()
+
+
+def test_wrapper_predict_has_a_type_hint_mlflow_accepts():
+    """MLflow checks the hint when the class is defined (at import) and, without one, warns
+    'Add type hints to the `predict` method' in every training log."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONWARNINGS": "always"}
+    done = subprocess.run([sys.executable, "-c", "import cxr.serving"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "type hints to the `predict`" not in done.stderr, done.stderr

@@ -399,7 +399,7 @@ def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict) -> None:
 
 def _run_phase(model, index: int, phase: Phase, train_data, val_data, loss,
                config: TrainConfig, checkpoint_dir: Path, on_epoch, verbose: int, strategy,
-               seed: int, steps_before: int = 0) -> list[dict]:
+               seed: int, steps_before: int) -> list[dict]:
     done_marker = checkpoint_dir / f"{phase.name}_done"
     if done_marker.exists():
         best = BestAndPatience(checkpoint_dir, phase.name, config.patience)
