@@ -363,3 +363,27 @@ def test_plateau_counters_replayed_from_the_log_match_an_uninterrupted_run():
         before, rate = run(ours, 1.0, rows, range(cut))
         after, _ = run(ours, rate, rows, range(cut, len(scores)))  # a new process: new callback
         assert before + after == full, cut
+
+
+def test_per_epoch_reseeding_repeats_host_streams_and_leaves_tensorflow_s_seed(monkeypatch):
+    """tf.random.set_seed clears TensorFlow's kernel cache (every kernel of the traced step is
+    rebuilt on the next step: 9-19 s per epoch for the default's backbones), so the per-epoch
+    reset must not call it; Python's, NumPy's and Keras' global draws still repeat."""
+    import random
+
+    from cxr.training.fit import reset_random_state
+
+    def refuse(seed):
+        raise AssertionError(f"tf.random.set_seed({seed}) called between epochs")
+
+    model = tiny_backbone_model()
+    monkeypatch.setattr(tf.random, "set_seed", refuse)
+
+    def draws(epoch):
+        reset_random_state(model, 42, 1, epoch)
+        return (random.random(), float(np.random.rand()),
+                float(keras.random.uniform(())), model.get_layer("features_dropout")
+                .seed_generator.state.numpy().tolist())
+
+    assert draws(3) == draws(3)
+    assert draws(3) != draws(4)

@@ -22,8 +22,8 @@ Bit-exact resume. A resumed run ends with the same weights as an uninterrupted o
 with op determinism on), because no random stream carries over from one epoch to the next in
 the process: each epoch is one `fit` call that starts from state derived from
 ``(seed, phase, epoch)`` alone -- the training data of that epoch (`train_data` as a function
-of ``(phase index, epoch)``: its shuffle order and augmentation seeds), the Keras / TF / NumPy
-global seeds (``keras.utils.set_random_seed``) and the state of every SeedGenerator in the
+of ``(phase index, epoch)``: its shuffle order and augmentation seeds), the Keras / NumPy /
+Python global seeds (``runtime.reseed_host_streams``) and the state of every SeedGenerator in the
 model (Dropout) -- and everything else that evolves (weights, optimizer moments and step, the
 learning rate) is in the checkpoint. The plateau counters are replayed from the epoch log.
 
@@ -46,6 +46,7 @@ import keras
 import numpy as np
 
 from cxr.models import backbone_layers, set_backbone_trainable
+from cxr.training import runtime
 
 MONITOR = "val_auc"
 SCHEDULES = ("plateau", "cosine")
@@ -257,13 +258,14 @@ def _write_atomic(path: Path, text: str) -> None:
 def reset_random_state(model: keras.Model, seed: int, phase_index: int, epoch: int) -> None:
     """Every random stream of one epoch's `fit`, from ``(seed, phase_index, epoch)`` alone.
 
-    Global seeds (Python, NumPy, TF, Keras' global SeedGenerator) and the state of each
-    SeedGenerator the model holds (Dropout layers, in the order of ``model.variables``).
+    Global seeds (Python, NumPy, Keras' global SeedGenerator; not TensorFlow's, see
+    :func:`cxr.training.runtime.reseed_host_streams`) and the state of each SeedGenerator the
+    model holds (Dropout layers, in the order of ``model.variables``).
     """
     sequence = np.random.SeedSequence([seed, phase_index, epoch])
     generators = [v for v in model.variables if v.path.endswith("seed_generator_state")]
     states = sequence.generate_state(1 + len(generators), dtype=np.uint32) % (2**31 - 1)
-    keras.utils.set_random_seed(int(states[0]))
+    runtime.reseed_host_streams(int(states[0]))
     for variable, state in zip(generators, states[1:], strict=True):
         variable.assign(np.array([state, 0], dtype=variable.dtype))
 

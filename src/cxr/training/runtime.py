@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sys
 
 import keras
+import numpy as np
 
 from cxr import backend
 from cxr.backend import BackendError, tf
@@ -59,6 +61,33 @@ def set_random_seed(seed: int) -> None:
         return
     with _tensorflow_hidden():
         keras.utils.set_random_seed(seed)
+
+
+def reseed_host_streams(seed: int) -> None:
+    """Python's, NumPy's and Keras' global random streams from `seed`; on TensorFlow, not
+    TensorFlow's global seed.
+
+    What ``keras.utils.set_random_seed`` does, less ``tf.random.set_seed``: that call also
+    clears TensorFlow's kernel cache (``TFE_ContextClearCaches``), so the next training step
+    re-creates every kernel of the traced step. Reseeding before every epoch cost 9-10 s per
+    epoch for EfficientNetB0 and 16-19 s for DenseNet121 at 64 px on 2 cores (about 12 of the
+    default pipeline's 78 min). Nothing a training epoch runs draws from TensorFlow's global
+    seed: the traced step took its op seeds when it was traced, Keras' random ops are
+    stateless with seeds from SeedGenerators (Dropout's are reset from the checkpointed
+    epoch), and the epoch's data is shuffled and augmented from explicit seeds. On the other
+    backends this is :func:`set_random_seed` (TensorFlow is not computing there).
+    """
+    if not backend.is_tensorflow():
+        set_random_seed(seed)
+        return
+    # keras.utils.set_random_seed's own two Keras steps: the global seed, and a fresh global
+    # SeedGenerator (made from that seed when `keras.random` next draws without a seed).
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    global_state.set_global_attribute("global_random_seed", seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 @contextlib.contextmanager
