@@ -19,6 +19,7 @@ from cxr.progress import printer
 from cxr.report import plots
 from cxr.report.build import write_report
 from cxr.report.summary import compare_models, headline_metrics, summary_metrics
+from cxr.report.uncertainty import referral_controls
 
 
 def main() -> None:
@@ -54,6 +55,9 @@ def main() -> None:
         predictions = read_table(args.predictions / f"{name}.csv").set_index("Image Index")
         scores[name] = predictions.loc[test.index,
                                        [f"{label}_mean" for label in LABELS]].to_numpy()
+        spread = predictions.loc[test.index, [f"{label}_std" for label in LABELS]].to_numpy()
+        models[name]["referral_controls"] = referral_controls(
+            test[list(LABELS)].to_numpy(), scores[name], spread, LABELS, seed=params.seed)
 
     comparisons = compare_models(scores, test[list(LABELS)].to_numpy(),
                                  test["Patient ID"].to_numpy(), LABELS,

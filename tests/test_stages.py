@@ -100,6 +100,7 @@ def test_report_stage_reads_every_input_from_its_arguments(workdir):
         predictions = pd.DataFrame({"Image Index": test["Image Index"].to_numpy()})
         for index, label in enumerate(LABELS):
             predictions[f"{label}_mean"] = mean[:, index]
+            predictions[f"{label}_std"] = std[:, index]
         write_table(predictions, workdir / "predictions" / f"{name}.csv")
     (workdir / "metrics/localize").mkdir(parents=True, exist_ok=True)  # none: a note
 
@@ -113,6 +114,9 @@ def test_report_stage_reads_every_input_from_its_arguments(workdir):
     summary = json.loads((workdir / "metrics/summary.json").read_text())
     assert set(summary["models"]) == set(MODELS)
     assert set(summary["comparisons"]) == {"simple_cnn_vs_densenet121"}
+    controls = summary["models"]["simple_cnn"]["referral_controls"]
+    assert controls["referred_images"] == int(np.floor(0.2 * len(test) + 0.5))
+    assert -1 <= controls["std_probability_spearman"] <= 1
     baseline = json.loads((workdir / "metrics/baseline.json").read_text())
     assert summary["baseline"]["macro_auc"] == baseline["macro_auc"]
     headline = json.loads((workdir / "metrics/headline.json").read_text())
@@ -124,6 +128,7 @@ def test_report_stage_reads_every_input_from_its_arguments(workdir):
                                         "auc"}
     markdown = (workdir / "reports/report.md").read_text()
     assert "Linear baseline" in markdown
+    assert "### Why referral helps or not" in markdown
     assert "Simple CNN" in markdown and "DenseNet121" in markdown
     assert (workdir / "reports/report.html").read_text().startswith("<!DOCTYPE html>")
     assert (workdir / "reports/figures/auc_comparison.png").is_file()

@@ -86,9 +86,94 @@ def _uncertainty(context) -> list:
         blocks.append(Note(["No models in the report context."]))
     blocks.append(Figure(_get(context, "figures", "referral"),
                          "Referral curve: macro AUC on the kept images vs fraction referred"))
+    blocks += _referral_controls(context)
     blocks += _model_figures(context, "mc_histogram",
                              "MC-dropout probabilities for one test image")
     return blocks
+
+
+def _referral_controls(context) -> list:
+    """Why referral helps or not: the std's gain beside controls (cxr.report.uncertainty)."""
+    controls = {name: _get(context, "models", name, "referral_controls")
+                for name in _models(context)}
+    controls = {name: entry for name, entry in controls.items() if isinstance(entry, Mapping)}
+    if not controls:
+        return []
+    at = _num(next(iter(controls.values())).get("referred_fraction")) or 0.2
+    rows = [[display_name(name), _signed(_get(c, "gain_std")),
+             _signed(_get(c, "gain_top_probability")), _signed(_get(c, "gain_random")),
+             f"{_auc(_get(c, 'auc_referred'))} / {_auc(_get(c, 'auc_kept'))}",
+             _fixed(_get(c, "std_probability_spearman"), 2),
+             f"{_percent(_get(c, 'abnormal_share_referred'))} "
+             f"({_percent(_get(c, 'abnormal_share_all'))})",
+             _percent(_get(c, "positives_referred_share"), 0)]
+            for name, c in controls.items()]
+    blocks: list = [Subheading("Why referral helps or not"), Paragraph([
+        f"The same {at:.0%} referral set beside controls computed from the same predictions: "
+        "referring the images with the highest predicted probability (max over findings; no "
+        "uncertainty used), and a random referral (mean gain of 200 draws). ",
+        Text("AUC referred / kept", bold=True), ": macro AUC among the referred images alone "
+        "and among those kept; a referral that picks the cases the model gets wrong has the "
+        "lower AUC among the referred. ", Text("Spearman", bold=True), ": rank correlation of "
+        "each image's max MC std with its max probability."]),
+        Table(["Model", "Gain, MC std", "Gain, most probable referred", "Gain, random",
+               "AUC referred / kept", "Spearman std vs probability",
+               "Abnormal among referred (all images)", "Test positives referred"], rows)]
+    blocks.append(Paragraph(_referral_reading(controls, at)))
+    return blocks
+
+
+def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
+    """What the controls say, sentence by sentence, from the numbers only."""
+    parts: list = []
+    rhos = [_num(c.get("std_probability_spearman")) for c in controls.values()]
+    rhos = [rho for rho in rhos if rho is not None]
+    if rhos and min(rhos) >= 0.7:
+        abnormal = [_num(c.get("abnormal_share_referred")) for c in controls.values()]
+        abnormal = [share for share in abnormal if share is not None]
+        parts.append(
+            "In every model the MC std ranks images much as the predicted probability does "
+            f"(Spearman {_span(rhos, '.2f')}): dropout at the head spreads a finding's "
+            "probability most where the probability is high, so the images referred as "
+            "uncertain are mostly abnormal"
+            + (f" ({_span(abnormal, '.1%')} of them)" if abnormal else "") + ". ")
+    helped, hurt = [], []
+    for name, c in controls.items():
+        gain = _num(c.get("gain_std"))
+        referred, kept = _num(c.get("auc_referred")), _num(c.get("auc_kept"))
+        if gain is None or referred is None or kept is None:
+            continue
+        (helped if gain > 0 else hurt).append((display_name(name), gain, referred, kept))
+    if helped:
+        parts.append("Referral raises the AUC of the images kept for "
+                     + _join([f"{n} ({g:+.3f}; AUC {r:.3f} among the referred against "
+                              f"{k:.3f} among the kept)" for n, g, r, k in helped])
+                     + ("" if all(r < k for _, _, r, k in helped) else
+                        "; where the referred AUC is not the lower one, the gain comes from "
+                        "which positives are removed, not from the model's mistakes")
+                     + ". ")
+    if hurt:
+        worse = [(n, g, r, k) for n, g, r, k in hurt if r >= k]
+        parts.append("It lowers it for " + _join([f"{n} ({g:+.3f})" for n, g, _, _ in hurt])
+                     + ". ")
+        if worse:
+            parts.append(
+                _join([f"{n} ({r:.3f} among the referred against {k:.3f} among the kept)"
+                       for n, _, r, k in worse])
+                + (" ranks" if len(worse) == 1 else " rank")
+                + " the images it refers better than those it keeps: the std flags cases the "
+                f"model already scores well, and referring {at:.0%} of the images removes "
+                "those and leaves the harder ones. ")
+    return parts or ["No model has the numbers for a reading."]
+
+
+def _span(values: list[float], spec: str) -> str:
+    low, high = format(min(values), spec), format(max(values), spec)
+    return low if low == high else f"{low} to {high}"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _localization(context) -> list:

@@ -47,7 +47,10 @@ def summary_metrics(models: Mapping[str, Mapping], comparisons: Sequence[Mapping
                        "flat_heatmaps": _share(m["localize"], "flat"),
                        "localization_iou": (m["localize"] or {}).get("overall", {})
                        .get("iou_mean"),
-                       "auc": m["eval"]["auc"]} for n, m in models.items()},
+                       "auc": m["eval"]["auc"],
+                       **({"referral_controls": m["referral_controls"]}
+                          if m.get("referral_controls") else {})}
+                   for n, m in models.items()},
         "comparisons": {f"{c['a']}_vs_{c['b']}": {k: c[k] for k in
                                                   ("difference", "ci_low", "ci_high", "p_value")}
                         for c in comparisons},

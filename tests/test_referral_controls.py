@@ -1,0 +1,96 @@
+"""The report's referral controls (cxr.report.uncertainty) and their section."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from cxr.labels import LABELS
+from cxr.report import build
+from cxr.report.uncertainty import referral_controls, spearman
+
+LABELS3 = ["a", "b", "c"]
+
+
+def _data(n: int = 400, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 3)) < 0.3).astype(int)
+    noise = rng.normal(0, 1, (n, 3))
+    score = 1 / (1 + np.exp(-(2.0 * y - 1 + noise)))
+    return y, score, noise
+
+
+def test_spearman_matches_scipy_with_ties_and_is_none_for_a_constant():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5, 60).astype(float)  # many ties
+    b = a + rng.normal(0, 2, 60)
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert spearman(np.ones(5), np.arange(5)) is None
+
+
+def test_an_std_that_flags_the_model_s_mistakes_helps_and_has_the_lower_referred_auc():
+    y, score, noise = _data()
+    # uncertainty = how far the score was pushed the wrong way: the mistakes are referred
+    wrong = np.where(y == 1, -noise, noise)
+    std = np.clip(wrong, 0, None) * 0.1
+    c = referral_controls(y, score, std, LABELS3, seed=1, n_random=50)
+    assert c["referred_images"] == 80
+    assert c["gain_std"] > 0.02
+    assert c["auc_referred"] < c["auc_kept"]
+    assert abs(c["gain_random"]) < 0.01
+
+
+def test_an_std_that_restates_the_probability_gains_what_referring_the_most_probable_does():
+    y, score, _ = _data(seed=2)
+    std = score * (1 - score) * 0.0 + score * 0.05  # monotone in the probability
+    c = referral_controls(y, score, std, LABELS3, seed=1, n_random=5)
+    assert c["std_probability_spearman"] == pytest.approx(1.0)
+    assert c["gain_std"] == pytest.approx(c["gain_top_probability"])
+    assert c["abnormal_share_referred"] > c["abnormal_share_all"]
+    referred = np.argsort(-std.max(1), kind="stable")[:80]
+    assert c["positives_referred_share"] == pytest.approx(y[referred].sum() / y.sum())
+
+
+def test_controls_are_reproducible_for_a_seed_and_check_their_input():
+    y, score, noise = _data(seed=4)
+    std = np.abs(noise) * 0.05
+    first = referral_controls(y, score, std, LABELS3, seed=7, n_random=20)
+    assert referral_controls(y, score, std, LABELS3, seed=7, n_random=20) == first
+    with pytest.raises(ValueError, match=r"must all be \(images, 3\)"):
+        referral_controls(y, score[:, :2], std, LABELS3)
+    with pytest.raises(ValueError, match="at must be a fraction"):
+        referral_controls(y, score, std, LABELS3, at=1.0)
+
+
+def _controls(gain, referred, kept):
+    return {"referred_fraction": 0.2, "referred_images": 20, "gain_std": gain,
+            "gain_top_probability": gain, "gain_random": 0.0, "auc_referred": referred,
+            "auc_kept": kept, "std_probability_spearman": 0.85,
+            "abnormal_share_referred": 0.95, "abnormal_share_all": 0.5,
+            "positives_referred_share": 0.46}
+
+
+def test_the_uncertainty_section_shows_the_controls_and_says_why_a_gain_is_negative():
+    context = {"models": {
+        "simple_cnn": {"eval": {"macro_auc": 0.9},
+                       "referral_controls": _controls(0.008, 0.86, 0.91)},
+        "fusion": {"eval": {"macro_auc": 0.86},
+                   "referral_controls": _controls(-0.013, 0.864, 0.848)}}}
+    markdown, _ = build.build_report(context)
+    section = markdown.split('<a id="uncertainty"></a>')[1].split('<a id="localization">')[0]
+    assert "### Why referral helps or not" in section
+    assert "| Fusion | -0.013 | -0.013 | +0.000 | 0.864 / 0.848 | 0.85 | 95.0% (50.0%) | 46% |" \
+        in section
+    assert "(Spearman 0.85): dropout at the head" in section
+    assert "It lowers it for Fusion (-0.013)" in section
+    assert "Fusion (0.864 among the referred against 0.848 among the kept) ranks the images" \
+        in section
+    assert "Simple CNN (+0.008; AUC 0.860 among the referred against 0.910 among the kept)" \
+        in section
+
+
+def test_the_uncertainty_section_has_no_controls_without_them():
+    markdown, _ = build.build_report({"models": {"simple_cnn": {"eval": {"macro_auc": 0.9}}}})
+    assert "Why referral helps or not" not in markdown
+    assert len(LABELS) == 14
