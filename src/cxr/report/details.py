@@ -161,9 +161,10 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
                 _join([f"{n} ({r:.3f} among the referred against {k:.3f} among the kept)"
                        for n, _, r, k in worse])
                 + (" ranks" if len(worse) == 1 else " rank")
-                + " the images it refers better than those it keeps: the std flags cases the "
-                f"model already scores well, and referring {at:.0%} of the images removes "
-                "those and leaves the harder ones. ")
+                + " the images referred no worse than those kept: the std does not single out "
+                "the cases the model gets wrong. As the std follows the probability, referring "
+                f"{at:.0%} of the images takes away mostly positives the model scores high, "
+                "and what is kept is harder to rank than the whole test set. ")
     return parts or ["No model has the numbers for a reading."]
 
 
