@@ -88,3 +88,44 @@ def test_stochastic_depth_option_rescales_efficientnet_drop_rates_and_is_saved(t
         build("densenet121", image_size=32, stochastic_depth=0.0)
     with pytest.raises(ValueError, match="stochastic_depth"):
         build("efficientnetb0", image_size=32, stochastic_depth=1.5)
+
+
+def test_zero_init_residual_starts_efficientnet_blocks_as_the_identity():
+    import keras
+
+    from cxr.models.backbones import backbone_layers
+
+    keras.utils.set_random_seed(3)
+    plain = build("efficientnetb0", image_size=32)
+    keras.utils.set_random_seed(3)
+    zeroed = build("efficientnetb0", image_size=32, zero_init_residual=True)
+    backbone = backbone_layers(zeroed)[0]
+    residual = [layer.name[: -len("_add")] for layer in backbone.layers
+                if layer.name.endswith("_add")]
+    assert len(residual) == 9  # EfficientNetB0: blocks 2b, 3b, 4b-c, 5b-c, 6b-d
+    changed = {f"{name}_project_bn" for name in residual}
+    for before, after in zip(backbone_layers(plain)[0].layers, backbone.layers, strict=True):
+        for a, b in zip(before.weights, after.weights, strict=True):
+            if after.name in changed and b.name == "gamma":
+                assert not np.any(np.asarray(b)) and np.all(np.asarray(a) == 1.0)
+            else:  # the same random draws everywhere else
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # each residual block adds exactly nothing at initialisation (inference mode)
+    probe = keras.Model(backbone.input, [backbone.get_layer("block6a_project_bn").output,
+                                         backbone.get_layer("block6d_add").output])
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    entering, leaving = probe(images, training=False)
+    np.testing.assert_allclose(np.asarray(leaving), np.asarray(entering), rtol=0, atol=1e-6)
+    assert np.ptp(np.asarray(entering)) > 0  # not a trivially constant map
+    # fusion's EfficientNetB3 trunk has its own residual blocks; DenseNet121 has none
+    fused = build("fusion", image_size=32, zero_init_residual=True)
+    trunk = next(b for b in backbone_layers(fused) if b.name.startswith("efficientnet"))
+    adds = [layer.name[: -len("_add")] for layer in trunk.layers if layer.name.endswith("_add")]
+    assert adds and all(not np.any(np.asarray(trunk.get_layer(f"{name}_project_bn").gamma))
+                        for name in adds)
+    with pytest.raises(ValueError, match="unknown option"):
+        build("densenet121", image_size=32, zero_init_residual=True)
+    with pytest.raises(ValueError, match="random initialisation"):
+        build("efficientnetb0", image_size=32, weights="imagenet", zero_init_residual=True)
+    with pytest.raises(ValueError, match="zero_init_residual"):
+        build("efficientnetb0", image_size=32, zero_init_residual="yes")

@@ -469,3 +469,13 @@ def test_the_committed_report_stays_under_its_2_mb_budget():
     if not report.is_file():
         pytest.skip("no committed reports/report.html in this checkout")
     assert report.stat().st_size <= 2_000_000, f"{report}: {report.stat().st_size:,} bytes"
+
+
+def test_signed_numbers_never_print_a_negative_zero():
+    from cxr.report.formatting import _signed
+
+    assert _signed(-0.00004) == "+0.000"  # a tiny loss rounds to zero, printed without a sign flip
+    assert _signed(-0.0) == "+0.000"
+    assert _signed(-0.0006) == "-0.001"
+    assert _signed(0.008) == "+0.008"
+    assert _signed(None) == _signed(float("nan")) != "+0.000"

@@ -20,9 +20,9 @@ MODEL_DEFAULTS: dict[str, dict] = {
                     "options": {"batchnorm_momentum": 0.9}},
     "efficientnetb0": {**BACKBONE_SCHEDULE, "finetune_epochs": 18,
                        "finetune_learning_rate": 2e-3,
-                       "options": {"batchnorm_momentum": 0.9}},
+                       "options": {"batchnorm_momentum": 0.9, "zero_init_residual": True}},
     "fusion": {**BACKBONE_SCHEDULE, "finetune_epochs": 8, "finetune_learning_rate": 6e-4,
                "options": {"dense_cut": "conv5_block16_concat",
-                           "efficient_cut": "block6a_expand_activation",
+                           "efficient_cut": "block7b_add",
                            "proj_channels": 256, "batchnorm_momentum": 0.9}},
 }

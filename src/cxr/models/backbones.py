@@ -311,6 +311,35 @@ def set_stochastic_depth(model: keras.Model, rate: float) -> int:
     return changed
 
 
+def zero_init_residual(model: keras.Model) -> int:
+    """Start every EfficientNet residual block as the identity (Goyal et al. 2017).
+
+    Sets the scale (gamma) of each residual block's last BatchNorm (`<block>_project_bn`, the
+    one before `<block>_add`) to 0, so the block adds nothing until training grows that scale
+    and the signal reaches the head through the skip connections from the first step. For
+    random initialisation only (a pretrained block would be erased). Returns the number of
+    blocks changed; a ValueError if `model` has no EfficientNet backbone with residual blocks.
+    """
+    changed = 0
+    for backbone in backbone_layers(model):
+        if not backbone.name.startswith("efficientnet"):
+            continue
+        by_name = {layer.name: layer for layer in _walk_layers(backbone)}
+        for name in by_name:
+            if not name.endswith("_add"):
+                continue
+            norm = by_name.get(name[: -len("_add")] + "_project_bn")
+            if not isinstance(norm, layers.BatchNormalization) or norm.gamma is None:
+                raise ValueError(f"zero_init_residual: residual block {name!r} of "
+                                 f"{backbone.name!r} has no scaled `_project_bn` layer")
+            norm.gamma.assign(np.zeros(norm.gamma.shape, dtype=norm.gamma.dtype))
+            changed += 1
+    if not changed:
+        raise ValueError(f"zero_init_residual applies to EfficientNet backbones; model "
+                         f"{model.name!r} has none with residual blocks")
+    return changed
+
+
 def load_weights_file(model: keras.Model, path: str | os.PathLike) -> str:
     """Load a local weights file into `model`; returns what it was: "model" or "backbone".
 

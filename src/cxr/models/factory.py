@@ -20,6 +20,7 @@ from cxr.models.backbones import (
     set_backbone_trainable,
     set_batchnorm_momentum,
     set_stochastic_depth,
+    zero_init_residual,
 )
 from cxr.models.registry import BACKBONES, MIN_IMAGE_SIZE, check_model_name
 from cxr.validation import check_bool
@@ -48,6 +49,7 @@ def model_options(name: str) -> dict[str, object]:
         options["batchnorm_momentum"] = None  # None: Keras' own (0.99)
     if any(backbone.startswith("efficientnet") for backbone in BACKBONES[name]):
         options["stochastic_depth"] = None  # None: Keras' own drop_connect_rate (0.2)
+        options["zero_init_residual"] = False  # True: residual blocks start as the identity
     return options
 
 
@@ -75,7 +77,9 @@ def build(
         options: model options, see `model_options(name)` (e.g. `dropout`,
             `hidden_units`; fusion: `dense_cut`, `efficient_cut`, `proj_channels`; every
             model with a backbone: `batchnorm_momentum`, None for Keras' 0.99; every
-            model with an EfficientNet: `stochastic_depth`, None for Keras' 0.2).
+            model with an EfficientNet: `stochastic_depth`, None for Keras' 0.2, and
+            `zero_init_residual`, True to start its residual blocks as the identity; with
+            weights "none" only).
 
     Returns:
         An uncompiled keras.Model with 14 sigmoid outputs, output layer `predictions`, a
@@ -116,6 +120,12 @@ def build(
 
     momentum = options.pop("batchnorm_momentum", None)
     stochastic_depth = options.pop("stochastic_depth", None)
+    zero_residual = options.pop("zero_init_residual", False)
+    check_bool(zero_residual, "zero_init_residual", type_error=ValueError)
+    if zero_residual and (builder_weights is not None or weights_path is not None):
+        raise ValueError(
+            f"zero_init_residual is for random initialisation (weights 'none'); with weights="
+            f"{str(weights)!r} it would erase the pretrained residual blocks. Set it to false.")
     builder = _BUILDERS[name]
     if name == "simple_cnn":
         model = builder(image_size=image_size, **options)
@@ -127,6 +137,8 @@ def build(
         set_batchnorm_momentum(model, momentum)
     if stochastic_depth is not None:
         set_stochastic_depth(model, stochastic_depth)
+    if zero_residual:
+        zero_init_residual(model)
     if freeze_backbone:
         set_backbone_trainable(model, False)
     return model

@@ -102,8 +102,11 @@ def _fixed(value, digits: int = 3) -> str:
 
 
 def _signed(value, digits: int = 3) -> str:
+    """`value` with its sign; one that rounds to zero prints as +0.000, never -0.000."""
     value = _num(value)
-    return MISSING if value is None else f"{value:+.{digits}f}"
+    if value is None:
+        return MISSING
+    return f"{round(value, digits) + 0.0:+.{digits}f}"  # + 0.0 turns -0.0 into 0.0
 
 
 def _ci_text(evaluation) -> str:

@@ -70,8 +70,8 @@ def reseed_host_streams(seed: int) -> None:
     What ``keras.utils.set_random_seed`` does, less ``tf.random.set_seed``: that call also
     clears TensorFlow's kernel cache (``TFE_ContextClearCaches``), so the next training step
     re-creates every kernel of the traced step. Reseeding before every epoch cost 9-10 s per
-    epoch for EfficientNetB0 and 16-19 s for DenseNet121 at 64 px on 2 cores (about 12 of the
-    default pipeline's 78 min). Nothing a training epoch runs draws from TensorFlow's global
+    epoch for EfficientNetB0 and 16-19 s for DenseNet121 at 64 px on 2 cores (the default
+    pipeline went from 78 to 64 min). Nothing a training epoch runs draws from TensorFlow's global
     seed: the traced step took its op seeds when it was traced, Keras' random ops are
     stateless with seeds from SeedGenerators (Dropout's are reset from the checkpointed
     epoch), and the epoch's data is shuffled and augmented from explicit seeds. On the other
@@ -84,7 +84,8 @@ def reseed_host_streams(seed: int) -> None:
     # SeedGenerator (made from that seed when `keras.random` next draws without a seed).
     from keras.src.backend.common import global_state
     from keras.src.random import seed_generator
-    global_state.set_global_attribute("global_random_seed", seed)
+    from keras.src.utils import rng_utils
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
     global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
