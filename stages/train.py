@@ -9,6 +9,7 @@ folder when it is started again with the same settings.
 """
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -23,9 +24,10 @@ from cxr.data.prepare import open_store
 from cxr.evaluation import choose_thresholds
 from cxr.io import read_table, write_json, write_table
 from cxr.labels import LABELS
-from cxr.models import build, prior_logits, set_output_bias
+from cxr.models import build, prior_logits, save_model, set_output_bias
 from cxr.models.metadata import model_metadata, write_metadata
 from cxr.models.registry import MODEL_NAMES, gradcam_layer
+from cxr.params import Params, ParamsError
 from cxr.training import runtime
 from cxr.training.fit import TrainConfig, history_rows, train_two_phase, worker_checkpoint_dir
 from cxr.training.losses import build_loss
@@ -82,8 +84,7 @@ def main() -> None:
                             dvc_exp_name=_common.dvc_exp_name()) as run:
         strategy = runtime.distribution_strategy(params.train.strategy)
         with strategy.scope():
-            model = build(name, image_size=pipe.image_size, weights=params.train.weights,
-                          **model_params.options)
+            model = build_model(name, params, args.params)
             if params.train.prior_bias and params.train.weights in ("none", "imagenet"):
                 set_output_bias(model, prior_logits(train_rows[list(LABELS)].to_numpy()))
             loss = build_loss(params.loss.name, params.loss.alpha, params.loss.gamma,
@@ -111,7 +112,7 @@ def main() -> None:
         metadata = model_metadata(name, LABELS, pipe.image_size, gradcam_layer(name), method,
                                   choose_thresholds(val_true, val_scores, method))
         args.out.mkdir(parents=True, exist_ok=True)
-        model.save(args.out / "model.keras")
+        save_model(model, args.out / "model.keras")  # byte-reproducible: same weights, same hash
         (args.out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
         write_metadata(args.out, metadata)
         write_table(pd.DataFrame(history_rows(history)), args.history)
@@ -126,6 +127,20 @@ def main() -> None:
     epochs_run = sum(summary["epochs"].values())
     print(f"train@{name}: val macro AUC {summary['val_macro_auc']:.4f} after {epochs_run} epochs "
           f"in {seconds:.0f} s ({summary['train_images_per_second']} img/s)")
+
+
+def build_model(name: str, params: Params, source: str | os.PathLike):
+    """`build` with the model's params; its errors name the params keys they came from."""
+    options = params.models[name].options
+    try:
+        return build(name, image_size=params.pipeline.image_size, weights=params.train.weights,
+                     **options)
+    except (TypeError, ValueError) as error:
+        # The factory knows its arguments, not where they came from.
+        raise ParamsError(
+            f"{source}: models.{name}.options = {options!r} with train.weights = "
+            f"{params.train.weights!r} and pipeline.image_size = "
+            f"{params.pipeline.image_size}: {error}") from error
 
 
 if __name__ == "__main__":

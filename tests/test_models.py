@@ -5,6 +5,11 @@ Forward passes run on tiny images (32 px); the 224 px checks only build models.
 
 from __future__ import annotations
 
+import json
+import re
+import time
+import zipfile
+
 import h5py
 import keras
 import numpy as np
@@ -27,6 +32,13 @@ from cxr.models import (
     preprocessing_layer,
     set_backbone_trainable,
     split_at_features,
+)
+from cxr.models.saving import (
+    FIXED_DATE_SAVED,
+    FIXED_DATE_TIME,
+    make_reproducible,
+    renumber_shared_objects,
+    save_model,
 )
 
 SMALL = 32
@@ -197,13 +209,63 @@ def test_gradcam_layer_is_a_spatial_map_with_gradients(small_models, name):
 def test_keras_file_round_trip(small_models, name, tmp_path):
     model = small_models[name]
     path = tmp_path / f"{name}.keras"
-    model.save(path)
+    save_model(model, path)  # Keras' save, archive rewritten without save-time variation
     loaded = keras.models.load_model(path)  # safe_mode=True: no Lambda, all registered
     x = images(2)
     np.testing.assert_allclose(predict(loaded, x), predict(model, x), rtol=0, atol=1e-6)
     assert [layer.name for layer in backbone_layers(loaded)] == [
         layer.name for layer in backbone_layers(model)
     ]
+
+
+@pytest.mark.parametrize("name", ["simple_cnn", "densenet121"])
+def test_save_model_is_byte_reproducible(name, tmp_path):
+    # Two builds from one seed, as two training processes would make them (a fresh session:
+    # Keras numbers auto-named layers per session): equal weights, different Python objects
+    # (Keras writes their id() into config.json as shared_object_id) and, a second apart, a
+    # new date_saved.
+    paths = []
+    for attempt in range(2):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(7)
+        path = tmp_path / f"{attempt}" / "model.keras"
+        save_model(build(name, image_size=SMALL), path)
+        paths.append(path)
+        if attempt == 0:
+            time.sleep(1.1)
+    first, second = (path.read_bytes() for path in paths)
+    assert first == second
+    with zipfile.ZipFile(paths[0]) as archive:
+        infos = archive.infolist()
+        assert [info.filename for info in infos] == [
+            "metadata.json", "config.json", "model.weights.h5"]
+        assert {info.date_time for info in infos} == {FIXED_DATE_TIME}
+        metadata = json.loads(archive.read("metadata.json"))
+        assert metadata == {"keras_version": keras.__version__, "date_saved": FIXED_DATE_SAVED}
+        ids = re.findall(rb'"shared_object_id": (\d+)', archive.read("config.json"))
+    assert ids, "the config shares no object: nothing renumbered, nothing tested"
+    assert sorted({int(i) for i in ids}) == list(range(1, len(set(ids)) + 1))
+
+
+def test_renumber_shared_objects_keeps_which_objects_are_shared():
+    config = (b'{"a": {"shared_object_id": 140001}, "b": {"shared_object_id": 139999}, '
+              b'"c": {"shared_object_id": 140001}}')
+    assert renumber_shared_objects(config) == (
+        b'{"a": {"shared_object_id": 1}, "b": {"shared_object_id": 2}, '
+        b'"c": {"shared_object_id": 1}}')
+
+
+def test_make_reproducible_rejects_an_archive_that_is_not_a_keras_model(tmp_path):
+    source = tmp_path / "other.keras"
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("model.weights.h5", b"")
+    with pytest.raises(ValueError, match=r"other\.keras: no metadata\.json in the archive"):
+        make_reproducible(source, tmp_path / "model.keras")
+    assert not (tmp_path / "model.keras").exists()
+    assert list(tmp_path.iterdir()) == [source]  # no partial file left behind
+    with pytest.raises(ValueError, match=r"writes a \.keras archive; got '.*model\.h5'"):
+        save_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
+                   tmp_path / "model.h5")
 
 
 # --- weights="PATH" / "imagenet" ------------------------------------------------------------

@@ -132,3 +132,28 @@ def test_report_stage_reads_every_input_from_its_arguments(workdir):
     assert "Simple CNN" in markdown and "DenseNet121" in markdown
     assert (workdir / "reports/report.html").read_text().startswith("<!DOCTYPE html>")
     assert (workdir / "reports/figures/auc_comparison.png").is_file()
+
+
+def test_train_stage_names_the_params_keys_of_a_model_build_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from cxr.params import ParamsError, params_from_dict
+
+    monkeypatch.syspath_prepend(str(REPO / "stages"))  # train.py imports _common
+    spec = importlib.util.spec_from_file_location("train_stage", REPO / "stages" / "train.py")
+    train_stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_stage)
+    weights = tmp_path / "pretrained.weights.h5"
+    weights.write_bytes(b"")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["weights"] = str(weights)
+    raw["models"]["efficientnetb0"]["options"]["zero_init_residual"] = True
+    with pytest.raises(ParamsError, match=(
+            r"my-params\.yaml: models\.efficientnetb0\.options = \{.*'zero_init_residual': "
+            r"True.*\} with train\.weights = '.*pretrained\.weights\.h5' and "
+            r"pipeline\.image_size = 64: zero_init_residual is for random initialisation")):
+        train_stage.build_model("efficientnetb0", params_from_dict(raw), "my-params.yaml")
+    raw["models"]["simple_cnn"]["options"] = {"filters": 8}
+    with pytest.raises(ParamsError, match=r"models\.simple_cnn\.options = \{'filters': 8\}.*"
+                                          r"unknown option\(s\) \['filters'\]"):
+        train_stage.build_model("simple_cnn", params_from_dict(raw), "my-params.yaml")

@@ -65,6 +65,7 @@ def log_model(model, labels: Sequence[str], example: np.ndarray, name: str = MOD
     from mlflow.types import ColSpec, Schema, TensorSpec
 
     import cxr
+    from cxr.models.saving import save_model
 
     example = np.asarray(example, dtype=np.float32)
     if example.ndim != 4 or example.shape[1:] != tuple(model.input_shape[1:]):
@@ -87,7 +88,7 @@ def log_model(model, labels: Sequence[str], example: np.ndarray, name: str = MOD
             continue
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
-        model.save(path)
+        save_model(model, path)
         return mlflow.pyfunc.log_model(
             name=name, python_model=KerasImageModel(labels),
             artifacts={KERAS_ARTIFACT: str(path)}, code_paths=[str(Path(cxr.__file__).parent)],

@@ -24,6 +24,7 @@ _WHERE = {
     "ImageNetNormalization": "layers",
     "SpatialSelfAttention": "layers",
     "preprocessing_layer": "preprocessing",
+    "save_model": "saving",
     "build": "factory",
     "model_options": "factory",
     "DISPLAY_NAMES": "registry",

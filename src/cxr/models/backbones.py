@@ -286,6 +286,14 @@ def set_batchnorm_momentum(model: keras.Model, momentum: float) -> keras.Model:
 KERAS_DROP_CONNECT_RATE = 0.2
 
 
+def _efficientnet_layers(model: keras.Model):
+    """(backbone, layer) for every layer inside `model`'s EfficientNet backbones."""
+    for backbone in backbone_layers(model):
+        if backbone.name.startswith("efficientnet"):
+            for layer in _walk_layers(backbone):
+                yield backbone, layer
+
+
 def set_stochastic_depth(model: keras.Model, rate: float) -> int:
     """Set EfficientNet's stochastic-depth rate (Keras' `drop_connect_rate`) in the backbones.
 
@@ -298,13 +306,10 @@ def set_stochastic_depth(model: keras.Model, rate: float) -> int:
     """
     check_fraction(rate, "stochastic_depth", include_boundaries="left", type_error=ValueError)
     changed = 0
-    for backbone in backbone_layers(model):
-        if not backbone.name.startswith("efficientnet"):
-            continue
-        for layer in _walk_layers(backbone):
-            if isinstance(layer, layers.Dropout) and layer.name.endswith("_drop"):
-                layer.rate = float(layer.rate) * float(rate) / KERAS_DROP_CONNECT_RATE
-                changed += 1
+    for _, layer in _efficientnet_layers(model):
+        if isinstance(layer, layers.Dropout) and layer.name.endswith("_drop"):
+            layer.rate = float(layer.rate) * float(rate) / KERAS_DROP_CONNECT_RATE
+            changed += 1
     if not changed:
         raise ValueError(f"stochastic_depth applies to EfficientNet backbones; model "
                          f"{model.name!r} has none")
@@ -321,19 +326,17 @@ def zero_init_residual(model: keras.Model) -> int:
     blocks changed; a ValueError if `model` has no EfficientNet backbone with residual blocks.
     """
     changed = 0
-    for backbone in backbone_layers(model):
-        if not backbone.name.startswith("efficientnet"):
+    found = list(_efficientnet_layers(model))
+    by_name = {(backbone.name, layer.name): layer for backbone, layer in found}
+    for backbone, layer in found:
+        if not layer.name.endswith("_add"):
             continue
-        by_name = {layer.name: layer for layer in _walk_layers(backbone)}
-        for name in by_name:
-            if not name.endswith("_add"):
-                continue
-            norm = by_name.get(name[: -len("_add")] + "_project_bn")
-            if not isinstance(norm, layers.BatchNormalization) or norm.gamma is None:
-                raise ValueError(f"zero_init_residual: residual block {name!r} of "
-                                 f"{backbone.name!r} has no scaled `_project_bn` layer")
-            norm.gamma.assign(np.zeros(norm.gamma.shape, dtype=norm.gamma.dtype))
-            changed += 1
+        norm = by_name.get((backbone.name, layer.name[: -len("_add")] + "_project_bn"))
+        if not isinstance(norm, layers.BatchNormalization) or norm.gamma is None:
+            raise ValueError(f"zero_init_residual: residual block {layer.name!r} of "
+                             f"{backbone.name!r} has no scaled `_project_bn` layer")
+        norm.gamma.assign(np.zeros(norm.gamma.shape, dtype=norm.gamma.dtype))
+        changed += 1
     if not changed:
         raise ValueError(f"zero_init_residual applies to EfficientNet backbones; model "
                          f"{model.name!r} has none with residual blocks")
