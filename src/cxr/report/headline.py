@@ -140,7 +140,8 @@ def _test_auc(context) -> list:
          "excluded), when it is above chance (0.5)."],
         ["n/a: the finding has no positives (or no negatives) in the test split, so it has no "
          "ROC-AUC; it is left out of the macro average."],
-        [f"{PUBLISHED_MARK} {label}: test macro AUCs as published."],
+        [f"{PUBLISHED_MARK} {label}: test AUCs as published, per finding to two decimals "
+         "and macro to four."],
     ]
     if baseline:
         settings = _get(baseline, "settings") or {}
@@ -187,8 +188,10 @@ def _class_auc_cell(evaluation, finding: str) -> tuple[float | None, str]:
 
 
 def _published_cell(model: str, finding: str) -> Cell:
+    # As published: per finding to two decimals (the macro row has four); "0.6700" would
+    # claim a precision the study did not report.
     value = _num(_get(PUBLISHED_STUDY, "auc", model, finding))
-    return Cell(_auc(value, digits=4) if value is not None else MISSING)
+    return Cell(_auc(value, digits=2) if value is not None else MISSING)
 
 
 def _bold_best(values: list[tuple[float | None, str]], floor: float | None = None) -> list[Cell]:
