@@ -1,8 +1,13 @@
 """Training throughput (images/s) per model and phase, on synthetic images.
 
 Usage: python benchmarks/train_throughput.py [--size 64] [--batch 32] [--steps 8] [--models ...]
+       [--jit-compile both]
 "head" = backbone frozen (phase 1), "finetune" = everything trainable (phase 2). The first
 step of each phase traces the graph: it is timed separately and left out of the rate.
+`--jit-compile both` measures every phase with and without XLA (`train.jit_compile`) and
+prints the ratio. Keras turns XLA off under TensorFlow's op determinism (with a warning
+only), so with `on` or `both` both settings run without it (`train.deterministic: false`);
+the XLA column says what Keras actually compiled.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from cxr.training.fit import compile_model
 from cxr.training.losses import build_loss
 
 
-def measure(name: str, size: int, batch: int, steps: int) -> list[tuple[str, float, float]]:
+def measure(name: str, size: int, batch: int, steps: int,
+            jit_compile: bool = False) -> list[tuple[str, float, float]]:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch * steps, size, size, 3)).astype(np.float32)
     y = rng.integers(0, 2, (batch * steps, 14)).astype(np.float32)
@@ -29,7 +35,10 @@ def measure(name: str, size: int, batch: int, steps: int) -> list[tuple[str, flo
     results = []
     for phase, trainable in phases:
         set_backbone_trainable(model, trainable)
-        compile_model(model, build_loss("focal"), 1e-3, jit_compile=False)
+        compile_model(model, build_loss("focal"), 1e-3, jit_compile=jit_compile)
+        if bool(model.jit_compile) != jit_compile:
+            raise RuntimeError(f"{name} {phase}: asked for jit_compile={jit_compile}, Keras "
+                               f"compiled with {model.jit_compile}")
         first = next(iter(data))
         started = time.perf_counter()
         model.train_on_batch(*first)
@@ -48,19 +57,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--models", nargs="*", default=list(MODEL_NAMES))
+    parser.add_argument("--jit-compile", choices=["off", "on", "both"], default="off",
+                        help="XLA for the train step (train.jit_compile); both: each, and the ratio")
     args = parser.parse_args()
-    runtime.configure(seed=0)
-    print(f"{'model':16s} {'phase':9s} {'img/s':>8s} {'first step s':>13s}  "
+    runtime.configure(seed=0, deterministic=args.jit_compile == "off")
+    settings = {"off": [False], "on": [True], "both": [False, True]}[args.jit_compile]
+    print(f"{'model':16s} {'phase':9s} {'XLA':4s} {'img/s':>8s} {'first step s':>13s}  "
           f"(size {args.size}, batch {args.batch}, {tf.config.list_physical_devices()[-1].name})")
     rates = {}
     for name in args.models:
-        for phase, rate, trace in measure(name, args.size, args.batch, args.steps):
-            rates[(name, phase)] = rate
-            print(f"{name:16s} {phase:9s} {rate:8.1f} {trace:13.1f}")
+        for jit in settings:
+            for phase, rate, trace in measure(name, args.size, args.batch, args.steps, jit):
+                rates[(name, phase, jit)] = rate
+                print(f"{name:16s} {phase:9s} {'on' if jit else 'off':4s} {rate:8.1f} {trace:13.1f}")
     for name in args.models:
-        if (name, "head") in rates:
+        jit = settings[0]
+        if (name, "head", jit) in rates:
             print(f"{name}: frozen head / full fine-tune speed ratio "
-                  f"{rates[(name, 'head')] / rates[(name, 'finetune')]:.1f}x")
+                  f"{rates[(name, 'head', jit)] / rates[(name, 'finetune', jit)]:.1f}x")
+        for (model, phase, on), rate in rates.items():
+            if model == name and on and (model, phase, False) in rates:
+                print(f"{name} {phase}: XLA on / off speed ratio "
+                      f"{rate / rates[(model, phase, False)]:.2f}x")
 
 
 if __name__ == "__main__":
