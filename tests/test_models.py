@@ -261,8 +261,15 @@ def test_make_reproducible_rejects_an_archive_that_is_not_a_keras_model(tmp_path
         archive.writestr("model.weights.h5", b"")
     with pytest.raises(ValueError, match=r"other\.keras: no metadata\.json in the archive"):
         make_reproducible(source, tmp_path / "model.keras")
-    assert not (tmp_path / "model.keras").exists()
-    assert list(tmp_path.iterdir()) == [source]  # no partial file left behind
+    assert list(tmp_path.iterdir()) == [source]  # refused before anything was written
+    # failing while the new archive is written: the temporary file is removed
+    broken = tmp_path / "broken.keras"
+    with zipfile.ZipFile(broken, "w") as archive:
+        archive.writestr("metadata.json", b"{not json")
+        archive.writestr("config.json", b"{}")
+    with pytest.raises(ValueError, match=r"broken\.keras: metadata\.json is not JSON"):
+        make_reproducible(broken, tmp_path / "model.keras")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["broken.keras", "other.keras"]
     with pytest.raises(ValueError, match=r"writes a \.keras archive; got '.*model\.h5'"):
         save_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
                    tmp_path / "model.h5")
