@@ -35,10 +35,8 @@ def measure(name: str, size: int, batch: int, steps: int,
     results = []
     for phase, trainable in phases:
         set_backbone_trainable(model, trainable)
+        # Raises XLAUnavailableError if Keras would compile without the XLA asked for.
         compile_model(model, build_loss("focal"), 1e-3, jit_compile=jit_compile)
-        if bool(model.jit_compile) != jit_compile:
-            raise RuntimeError(f"{name} {phase}: asked for jit_compile={jit_compile}, Keras "
-                               f"compiled with {model.jit_compile}")
         first = next(iter(data))
         started = time.perf_counter()
         model.train_on_batch(*first)

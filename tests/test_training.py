@@ -387,3 +387,50 @@ def test_per_epoch_reseeding_repeats_host_streams_and_leaves_tensorflow_s_seed(m
 
     assert draws(3) == draws(3)
     assert draws(3) != draws(4)
+
+
+@pytest.fixture
+def op_determinism():
+    """Sets TensorFlow's (process-wide) op determinism for a test, then restores it."""
+    from tensorflow.python.framework import config
+
+    before = config.is_op_determinism_enabled()
+
+    def set_to(on: bool) -> None:
+        (config.enable_op_determinism if on else config.disable_op_determinism)()
+
+    yield set_to
+    set_to(before)
+
+
+def test_jit_compile_under_op_determinism_is_refused_naming_both_keys(op_determinism):
+    """Keras drops XLA under op determinism with a warning only: compile_model refuses."""
+    from cxr.training.fit import XLAUnavailableError, compile_model
+
+    model = tiny_backbone_model()
+    op_determinism(True)
+    with pytest.raises(XLAUnavailableError, match=r"train\.deterministic.*train\.jit_compile"):
+        compile_model(model, build_loss("focal"), 1e-3, jit_compile=True)
+    compile_model(model, build_loss("focal"), 1e-3, jit_compile=False)  # no XLA asked: fine
+    assert not model.jit_compile
+    op_determinism(False)
+    compile_model(model, build_loss("focal"), 1e-3, jit_compile=True)
+    assert model.jit_compile
+
+
+def test_jit_compile_names_the_layers_that_cannot_use_xla(op_determinism):
+    from cxr.training.fit import XLAUnavailableError, compile_model
+
+    class NoXLA(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.supports_jit = False  # Layer.__init__ sets it True
+
+        def call(self, x):
+            return x
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(N_LABELS)(NoXLA()(inputs)))
+    op_determinism(False)
+    with pytest.raises(XLAUnavailableError, match="do not support it: NoXLA"):
+        compile_model(model, build_loss("focal"), 1e-3, jit_compile=True)

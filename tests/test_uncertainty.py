@@ -31,8 +31,14 @@ from cxr.models import build
 SIZE = 8
 
 
-def bn_model(feature_rate: float = 0.3, head_rate: float = 0.5) -> keras.Model:
-    """conv -> BatchNorm (moving stats far from any batch's) -> GAP `features` -> head."""
+def bn_model(feature_rate: float = 0.3, head_rate: float = 0.5, seed: int = 0) -> keras.Model:
+    """conv -> BatchNorm (moving stats far from any batch's) -> GAP `features` -> head.
+
+    The weights come from `seed`: unseeded, they followed whatever ran before, and 4 of 25
+    draws left the head's MC std under 0.02 on the test images (dead ReLU units), which
+    failed the statistical comparison of the two scopes at random (seed 0: std 0.035).
+    """
+    keras.utils.set_random_seed(seed)
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
     x = layers.Rescaling(1 / 255, name="rescale")(inputs)
     x = layers.Conv2D(6, 3, name="conv")(x)

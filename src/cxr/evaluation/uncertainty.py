@@ -14,14 +14,17 @@ Two scopes (``layers=``):
   inference mode with the Dropout layers forced on (``sampling_every_dropout``); reproducible
   from the seed for the same batching.
 
+This module holds the head scope and the entry point; the ``"all"`` scope is
+:mod:`cxr.evaluation.mc_every`, what both share (MCResult, image batches, the mean and std
+over passes) :mod:`cxr.evaluation.mc_common`. Both are re-exported here.
+
 Why the fast path is exact, and what each scope costs: docs/DESIGN.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -29,36 +32,35 @@ import numpy as np
 import pandas as pd
 from keras import layers, ops
 
-from cxr import backend
-from cxr.backend import tf  # imported on first use: the TensorFlow backend only
+from cxr.evaluation.mc_common import (
+    DEFAULT_PASSES,
+    MCResult,
+    check_settings,
+    collect,
+    image_batches,
+    mean_and_std,
+)
+from cxr.evaluation.mc_every import dropout_layers, mc_every_dropout, sampling_every_dropout
 from cxr.labels import LABELS
 from cxr.models import FEATURES_LAYER, split_at_features
-from cxr.validation import check_int, check_number
 
-DEFAULT_PASSES = 25
+__all__ = [
+    "DEFAULT_PASSES",
+    "DROPOUT_SCOPES",
+    "DropoutSpec",
+    "MCResult",
+    "MonteCarloHead",
+    "dropout_layers",
+    "mc_dropout_predict",
+    "mc_every_dropout",
+    "mc_full_passes",
+    "predictions_table",
+    "sampling_every_dropout",
+]
+
 # Which Dropout layers Monte-Carlo dropout samples: the head's only, or every one.
 DROPOUT_SCOPES = ("head", "all")
 _HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-@dataclass
-class MCResult:
-    """Monte-Carlo dropout predictions for N images and K findings.
-
-    Attributes:
-        samples: (T, N, K) float32 probabilities of every pass, or None when not kept
-            (they take T * N * K * 4 bytes).
-        mean: (N, K) float32 mean probability over the T passes.
-        std: (N, K) float32 standard deviation over the T passes (population, ddof=0).
-    """
-
-    samples: np.ndarray | None
-    mean: np.ndarray
-    std: np.ndarray
-
-    def refer(self, threshold: float) -> np.ndarray:
-        """(N, K) bool: True where the model is too uncertain (`std > threshold`)."""
-        return self.std > _check_threshold(threshold)
 
 
 @dataclass(frozen=True)
@@ -200,12 +202,12 @@ def mc_dropout_predict(
                          " (which Dropout layers Monte-Carlo dropout samples).")
     if layers == "all":
         return mc_every_dropout(model, data, passes, seed, batch_size, keep_samples, progress)
-    passes, seed, batch_size = _check_settings(passes, seed, batch_size)
+    passes, seed, batch_size = check_settings(passes, seed, batch_size)
     head = MonteCarloHead.of(model)
 
     def sampled_batches() -> Iterator[np.ndarray]:
         first_index = 0
-        for images in _image_batches(data, batch_size):
+        for images in image_batches(data, batch_size):
             n_images = int(images.shape[0])
             if n_images == 0:
                 continue
@@ -215,25 +217,7 @@ def mc_dropout_predict(
             if progress is not None:
                 progress(n_images)
 
-    return _collect(sampled_batches(), keep_samples)
-
-
-def _collect(sampled_batches: Iterable[np.ndarray], keep_samples: bool) -> MCResult:
-    """Mean and std over the passes of every (T, n, K) batch of samples, in order."""
-    means, stds, kept = [], [], []
-    for samples in sampled_batches:
-        mean, std = _mean_and_std(samples)
-        means.append(mean)
-        stds.append(std)
-        if keep_samples:
-            kept.append(samples)
-    if not means:
-        raise ValueError("mc_dropout_predict: data holds no images.")
-    return MCResult(
-        samples=np.concatenate(kept, axis=1) if keep_samples else None,
-        mean=np.concatenate(means),
-        std=np.concatenate(stds),
-    )
+    return collect(sampled_batches(), keep_samples)
 
 
 def mc_full_passes(
@@ -251,9 +235,9 @@ def mc_full_passes(
     every mask in memory (T * N * width bools per Dropout layer): for tests and benchmarks.
     Returns an MCResult with `samples`.
     """
-    passes, seed, batch_size = _check_settings(passes, seed, batch_size)
+    passes, seed, batch_size = check_settings(passes, seed, batch_size)
     head = MonteCarloHead.of(model)
-    batches = list(_image_batches(images, batch_size))
+    batches = list(image_batches(images, batch_size))
     starts = np.cumsum([0] + [int(batch.shape[0]) for batch in batches])
     masks = [head.masks(seed, int(start), int(batch.shape[0]), passes)
              for start, batch in zip(starts, batches, strict=False)]
@@ -264,129 +248,7 @@ def mc_full_passes(
         ])
         for t in range(passes)
     ])
-    return MCResult(samples, *_mean_and_std(samples))
-
-
-def dropout_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Every Dropout layer of `model`, nested sub-models (backbones) included, in order."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, layers.Dropout):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found.extend(dropout_layers(layer))
-    return found
-
-
-@contextlib.contextmanager
-def sampling_every_dropout(model: keras.Model, seed: int = 0):
-    """Within the block, every Dropout layer of `model` drops, whatever `training` says.
-
-    Call the model with `training=False` inside it: BatchNormalization then uses (and never
-    updates) its moving statistics, and the dropout layers alone are random. Each Dropout
-    layer draws its masks with Keras's stateless dropout from its own generator, seeded
-    with `(seed, layer index)`. The layers' own `call` is restored on exit.
-
-    Only plain `keras.layers.Dropout` layers are supported (EfficientNet's stochastic depth
-    is one, with a per-sample `noise_shape`); a subclass (SpatialDropout...) is an error.
-    """
-    targets = dropout_layers(model)
-    foreign = [layer.name for layer in targets if type(layer) is not layers.Dropout]
-    if foreign:
-        raise ValueError(f"sampling_every_dropout supports plain Dropout layers; model "
-                         f"{model.name!r} has {foreign}.")
-    patched = []
-    try:
-        for index, layer in enumerate(targets):
-            generator = keras.random.SeedGenerator(
-                int(np.random.SeedSequence((seed, index)).generate_state(1)[0]))
-            layer.call = _always_dropping(layer, generator)
-            patched.append(layer)
-        yield targets
-    finally:
-        for layer in patched:
-            del layer.call
-
-
-def _always_dropping(layer: keras.layers.Layer, generator):
-    """A Dropout `call` that ignores `training` (same rate and noise_shape as `layer`);
-    its generator (None at rate 0: nothing is drawn) is the `call`'s `generator`."""
-
-    def call(inputs, training=None):
-        if layer.rate == 0.0:
-            return inputs
-        return keras.random.dropout(inputs, layer.rate, noise_shape=layer.noise_shape,
-                                    seed=generator)
-
-    call.generator = generator if layer.rate > 0.0 else None
-    return call
-
-
-def mc_every_dropout(
-    model: keras.Model,
-    data,
-    passes: int = DEFAULT_PASSES,
-    seed: int = 0,
-    batch_size: int = 64,
-    keep_samples: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> MCResult:
-    """`layers="all"`: T full forward passes sampling every Dropout layer of the model.
-
-    Backbone Dropout layers (EfficientNet's stochastic depth) included; BatchNorm and every
-    other layer in inference mode, moving statistics untouched. Each batch runs T times
-    through one traced graph. Same arguments and result as `mc_dropout_predict`.
-    """
-    passes, seed, batch_size = _check_settings(passes, seed, batch_size)
-    with sampling_every_dropout(model, seed) as targets:
-        if backend.is_tensorflow():
-            forward = tf.function(lambda x: ops.cast(model(x, training=False), "float32"),
-                                  reduce_retracing=True)
-        elif backend.name() == "jax":
-            forward = _jax_sampling_forward(model, targets)
-        else:  # eager: each call draws from the generators and advances them
-            def forward(x):
-                return ops.cast(model(x, training=False), "float32")
-
-        def sampled_batches() -> Iterator[np.ndarray]:
-            for images in _image_batches(data, batch_size):
-                if int(images.shape[0]) == 0:
-                    continue
-                yield np.stack([ops.convert_to_numpy(forward(images)) for _ in range(passes)])
-                if progress is not None:
-                    progress(int(images.shape[0]))
-
-        return _collect(sampled_batches(), keep_samples)
-
-
-def _jax_sampling_forward(model: keras.Model, targets: Sequence[keras.layers.Layer]):
-    """A jitted `x -> probabilities` with every Dropout of `targets` sampling.
-
-    The model runs in a ``keras.StatelessScope`` with its variables and the dropout
-    generators' states as arguments; each call returns the advanced states, which the next
-    call passes in: the same masks, pass after pass, as the stateful eager call would draw.
-    """
-    import jax
-
-    variables = list(model.variables)
-    generators = [layer.call.generator.state for layer in targets
-                  if layer.call.generator is not None]
-
-    @jax.jit
-    def sample(values, states, x):
-        mapping = list(zip(variables + generators, list(values) + list(states), strict=True))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            y = ops.cast(model(x, training=False), "float32")
-        return y, [scope.get_current_value(state) for state in generators]
-
-    def forward(x):
-        y, states = sample([v.value for v in variables], [s.value for s in generators],
-                           ops.convert_to_tensor(x, "float32"))
-        for state, value in zip(generators, states, strict=True):
-            state.assign(value)
-        return y
-
-    return forward
+    return MCResult(samples, *mean_and_std(samples))
 
 
 def predictions_table(
@@ -416,13 +278,6 @@ def predictions_table(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _mean_and_std(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over passes, accumulated in float64: T equal samples give std 0 exactly."""
-    mean = samples.mean(axis=0, dtype=np.float64)
-    std = samples.std(axis=0, dtype=np.float64)
-    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def _dropout_specs(model: keras.Model, head: Sequence[keras.layers.Layer]) -> list[DropoutSpec]:
@@ -455,55 +310,3 @@ def _image_masks(specs: Sequence[DropoutSpec], seed: int, image_index: int,
         else:
             masks.append(rng.random((passes, spec.width), dtype=np.float32) >= spec.rate)
     return masks
-
-
-def _image_batches(data, batch_size: int) -> Iterator:
-    """Batches of images from a numpy array, a keras.utils.PyDataset (other backends' store
-    batches) or a tf.data.Dataset (labels dropped)."""
-    if isinstance(data, keras.utils.PyDataset):
-        for index in range(len(data)):
-            element = data[index]
-            images = element[0] if isinstance(element, tuple) else element
-            yield ops.convert_to_numpy(images).astype(np.float32, copy=False)
-        return
-    if backend.tensorflow_imported() and isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        image_spec = spec[0] if isinstance(spec, tuple) else spec
-        if not isinstance(image_spec, tf.TensorSpec):
-            raise ValueError(
-                "data: a tf.data.Dataset must yield images or (images, labels) tuples; "
-                f"its element_spec is {spec}."
-            )
-        if image_spec.shape.rank == 3:
-            data = data.batch(batch_size)
-        elif image_spec.shape.rank != 4:
-            raise ValueError(
-                f"data: dataset images must be (H, W, C) or batches (n, H, W, C); "
-                f"element_spec is {spec}."
-            )
-        for element in data:
-            # float32 always: a uint8 batch would make the feature model trace a second graph.
-            yield tf.cast(element[0] if isinstance(element, tuple) else element, tf.float32)
-        return
-    if isinstance(data, np.ndarray):
-        if data.ndim != 4:
-            raise ValueError(
-                f"data: a numpy array of images must have shape (N, H, W, C); got {data.shape}."
-            )
-        for start in range(0, len(data), batch_size):
-            yield data[start : start + batch_size].astype(np.float32, copy=False)
-        return
-    raise TypeError(
-        f"data must be a numpy array (N, H, W, 3), a keras.utils.PyDataset or a "
-        f"tf.data.Dataset; got {type(data).__name__}."
-    )
-
-
-def _check_settings(passes, seed, batch_size) -> tuple[int, int, int]:
-    return (check_int(passes, "passes", min_val=1, type_error=ValueError),
-            check_int(seed, "seed", min_val=0, type_error=ValueError),
-            check_int(batch_size, "batch_size", min_val=1, type_error=ValueError))
-
-
-def _check_threshold(threshold) -> float:
-    return check_number(threshold, "threshold", min_val=0, type_error=ValueError)

@@ -45,6 +45,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cxr import backend
 from cxr.models import backbone_layers, set_backbone_trainable
 from cxr.training import runtime
 
@@ -283,7 +284,12 @@ def history_rows(history: dict[str, list[dict]]) -> list[dict]:
 
 
 def compile_model(model: keras.Model, loss, learning_rate, jit_compile: bool) -> None:
-    """Adam, the loss and the macro AUC; `learning_rate` is a number or a Keras schedule."""
+    """Adam, the loss and the macro AUC; `learning_rate` is a number or a Keras schedule.
+
+    `jit_compile=True` asks for XLA, and gets it or an XLAUnavailableError: Keras turns XLA
+    off with only a warning when it cannot use it (TensorFlow's op determinism is on, or a
+    layer does not support it), and a run meant to measure or use XLA would silently not.
+    """
     n_labels = model.output_shape[-1]
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -292,6 +298,29 @@ def compile_model(model: keras.Model, loss, learning_rate, jit_compile: bool) ->
         # JAX without jit runs op by op (several times slower): it always compiles.
         jit_compile=jit_compile or keras.backend.backend() == "jax",
     )
+    if jit_compile and not model.jit_compile:
+        raise XLAUnavailableError(_why_no_xla(model))
+
+
+class XLAUnavailableError(ValueError):
+    """XLA (jit_compile) was asked for and Keras compiled the model without it."""
+
+
+def _why_no_xla(model: keras.Model) -> str:
+    asked = f"jit_compile = True (train.jit_compile), but Keras compiled model {model.name!r} " \
+            "without XLA: "
+    if backend.is_tensorflow():
+        from tensorflow.python.framework.config import is_op_determinism_enabled
+
+        if is_op_determinism_enabled():
+            return asked + ("TensorFlow's op determinism is on (train.deterministic = true), "
+                            "and Keras does not use XLA with it. Set train.deterministic: false "
+                            "to train with XLA, or train.jit_compile: false.")
+    unsupported = sorted({type(layer).__name__ for layer in model._flatten_layers()
+                          if not getattr(layer, "supports_jit", True)})
+    if unsupported:
+        return asked + f"these layer types do not support it: {', '.join(unsupported)}."
+    return asked + "Keras gave no reason here (see its warning). Set train.jit_compile: false."
 
 
 def train_two_phase(
