@@ -257,6 +257,9 @@ def test_phantom_pipeline_runs_on_jax_without_tensorflow(phantom_workdir):
               "--examples", "plots/simple_cnn/localize_examples.png")
     localize = json.loads((work / "metrics/localize/simple_cnn.json").read_text())
     assert localize["heatmaps"] > 0 and localize["overall"]["pointing"] is not None
+    # the simple CNN's chain of valid convolutions and pools: units at their centres
+    assert localize["placement"] == "receptive-field centres"
+    assert [len(axis) for axis in localize["unit_centres"][0]] == localize["grid"]
     jax_stage(work, "report", "--split", "data/processed/split.csv",
               "--split-metrics", "metrics/split.json", "--train-metrics", "metrics/train",
               "--eval-metrics", "metrics/eval", "--localize-metrics", "metrics/localize",

@@ -114,16 +114,17 @@ class GradCam:
         grid = tuple(int(dim) for dim in layer.output.shape[1:3])
         # Where the map's units sit on the input (cxr.interpret.grid): one placement for the
         # whole map, or one per input of a concatenation whose inputs sit apart.
-        centres, split, indicator = unit_centres(model, layer_name), None, None
-        if centres is None:
-            split = channel_groups(model, layer_name)
-        if split is None:
-            if centres is None:
-                centres = tuple(even_centres(g, s)
-                                for g, s in zip(grid, self.input_shape[:2], strict=True))
-            placed = [centres]
+        centres, indicator = unit_centres(model, layer_name), None
+        split = channel_groups(model, layer_name) if centres is None else None
+        if centres is not None:
+            placed, self.placement = [centres], "receptive-field centres"
+        elif split is None:
+            placed = [tuple(even_centres(g, s)
+                            for g, s in zip(grid, self.input_shape[:2], strict=True))]
+            self.placement = "even spread"
         else:
             placed = [group_centres for _, group_centres in split]
+            self.placement = "receptive-field centres of each concatenated input"
             channels = [count for count, _ in split]
             indicator = np.zeros((sum(channels), len(channels)), dtype=np.float32)
             for group, (start, count) in enumerate(zip(np.cumsum([0, *channels]), channels,
@@ -132,6 +133,10 @@ class GradCam:
         self.placements = [(interpolation_matrix(rows, self.input_shape[0]),
                             interpolation_matrix(cols, self.input_shape[1]))
                            for rows, cols in placed]
+        self.grid = grid
+        # Per placement, the unit centres (rows, cols) in input pixels.
+        self.unit_centres = [[np.asarray(axis, dtype=float).round(3).tolist() for axis in group]
+                             for group in placed]
         self.centres = placed[0] if split is None else None
         self.rows, self.cols = self.placements[0]
         # The backend's own gradient (tf.GradientTape, jax.vjp, torch.autograd).
