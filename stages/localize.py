@@ -109,10 +109,14 @@ def main() -> None:
 
     examples = {finding: examples[finding] for finding in labels if finding in examples}
     summary = localization_summary(records)
+    explainer = cam.GradCam.of(model, layer)
     result = {
         "model": name,
         "layer": layer,
         "image_size": image_size,
+        "grid": list(explainer.grid),
+        "placement": explainer.placement,
+        "unit_centres": explainer.unit_centres,
         "data_source": params.data.source,
         "boxes_file": str(args.bbox),
         "test_images_with_boxes": int(candidates.nunique()),

@@ -170,16 +170,20 @@ COMPARE = textwrap.dedent("""
 
 @needs_jax
 @pytest.mark.slow
-def test_gradcam_and_mc_dropout_agree_between_tensorflow_and_jax(tmp_path):
+@pytest.mark.parametrize("name", ["simple_cnn", "fusion"])
+def test_gradcam_and_mc_dropout_agree_between_tensorflow_and_jax(tmp_path, name):
     """The same weights give the same Grad-CAM maps (each backend's own gradient) and the
-    same head-dropout Monte-Carlo samples (explicit masks) on TensorFlow and JAX."""
-    name, weights = "simple_cnn", tmp_path / "simple_cnn.weights.h5"
+    same head-dropout Monte-Carlo samples (explicit masks) on TensorFlow and JAX. Fusion's
+    concatenation places its two inputs' channels apart (per-group sums, `coarse` is
+    (n, h, w, 2) before the ReLU)."""
+    weights = tmp_path / f"{name}.weights.h5"
     results = {}
     for backend in ("tensorflow", "jax"):
         out = tmp_path / f"{backend}.npz"
         run_python(["-c", COMPARE, name, weights, out], backend, tmp_path)
         results[backend] = np.load(out)
     tf_run, jax_run = results["tensorflow"], results["jax"]
+    assert tf_run["coarse"].ndim == (4 if name == "fusion" else 3)
     assert tf_run["coarse"].max() > 0 and (tf_run["maps"].max(axis=(1, 2)) > 0).any()
     scale = np.abs(tf_run["coarse"]).max()
     assert np.allclose(jax_run["coarse"], tf_run["coarse"], atol=1e-4 * scale, rtol=1e-4)
@@ -253,6 +257,9 @@ def test_phantom_pipeline_runs_on_jax_without_tensorflow(phantom_workdir):
               "--examples", "plots/simple_cnn/localize_examples.png")
     localize = json.loads((work / "metrics/localize/simple_cnn.json").read_text())
     assert localize["heatmaps"] > 0 and localize["overall"]["pointing"] is not None
+    # the simple CNN's chain of valid convolutions and pools: units at their centres
+    assert localize["placement"] == "receptive-field centres"
+    assert [len(axis) for axis in localize["unit_centres"][0]] == localize["grid"]
     jax_stage(work, "report", "--split", "data/processed/split.csv",
               "--split-metrics", "metrics/split.json", "--train-metrics", "metrics/train",
               "--eval-metrics", "metrics/eval", "--localize-metrics", "metrics/localize",

@@ -11,6 +11,7 @@ import pytest
 from keras import layers
 
 from cxr.interpret import gradcam as cam
+from cxr.interpret.grid import even_centres
 from cxr.interpret.localization import pointing_hit
 from cxr.labels import INDEX
 from cxr.models import GRADCAM_LAYER, MODEL_NAMES, build
@@ -145,7 +146,7 @@ def test_interpolation_matrix_hits_centres_and_clamps_outside():
     import tensorflow as tf
 
     grid = np.random.default_rng(0).random((5, 5)).astype("float32")
-    even = cam.interpolation_matrix(cam._even_centres(5, 40), 40)
+    even = cam.interpolation_matrix(even_centres(5, 40), 40)
     resized = tf.image.resize(grid[None, ..., None], (40, 40), method="bilinear")[0, ..., 0]
     np.testing.assert_allclose(even @ grid @ even.T, resized.numpy(), atol=1e-5)
 

@@ -481,3 +481,17 @@ def test_signed_numbers_never_print_a_negative_zero():
     assert _signed(-0.0006) == "-0.001"
     assert _signed(0.008) == "+0.008"
     assert _signed(None) == _signed(float("nan")) != "+0.000"
+
+
+def test_localization_section_notes_coarse_maps_and_their_placement(tmp_path):
+    context = example_context(tmp_path)
+    localize = context["models"]["densenet121"]["localize"]
+    localize.update(grid=[2, 2], placement="receptive-field centres",
+                    unit_centres=[[[14.0, 46.0], [14.0, 46.0]]])
+    context["models"]["fusion"]["localize"].update(grid=[7, 7])
+    markdown, _ = build.build_report(context)
+    section = _md_section(markdown, "localization")
+    assert ("DenseNet121: its explained map is 2 x 2 at this input size, so a heatmap can "
+            "peak at 4 points only") in section
+    assert "(here: receptive-field centres, at 14, 46 px)" in section
+    assert "Fusion: its explained map" not in section  # 7 x 7 is not coarse

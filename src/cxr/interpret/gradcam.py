@@ -5,9 +5,9 @@ For an image and a finding c, with A the explained layer's output (h x w x K):
     alpha_k = mean over the h x w positions of  d s_c / d A_k      (s_c: the finding's logit)
     cam     = ReLU(sum_k alpha_k A_k)                               (h x w)
 
-placed on the input at each unit's receptive-field centre (bilinear between centres) and
-divided by its maximum: one (H, W) float32 map in [0, 1] per image, at the model's input
-resolution; all zeros when nothing speaks for the finding. The explained layer per model is
+placed on the input at each unit's receptive-field centre (:mod:`cxr.interpret.grid`; bilinear
+between centres) and divided by its maximum: one (H, W) float32 map in [0, 1] per image, at
+the model's input resolution; all zeros when nothing speaks for the finding. The explained layer per model is
 ``cxr.models.registry.GRADCAM_LAYER`` (fusion: ``fusion_concat``, before the attention). The
 model runs in inference mode; grad models are cached per (model, layer) by weak reference.
 The gradient is the Keras backend's own (:mod:`cxr.interpret.gradients`).
@@ -24,6 +24,12 @@ import numpy as np
 from keras import layers
 
 from cxr.interpret.gradients import coarse_cam_function
+from cxr.interpret.grid import (
+    channel_groups,
+    even_centres,
+    interpolation_matrix,
+    unit_centres,
+)
 from cxr.labels import INDEX, LABELS, LabelError, canonical
 from cxr.models.constants import FEATURES_LAYER, OUTPUT_LAYER
 from cxr.models.registry import GRADCAM_LAYER
@@ -34,8 +40,6 @@ EXPLAINED_LAYER: dict[str, str] = GRADCAM_LAYER
 DEFAULT_BATCH_SIZE = 32
 
 _EXPLAINERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_GEOMETRY_LAYERS = (layers.Conv2D, layers.DepthwiseConv2D, layers.MaxPooling2D,
-                    layers.AveragePooling2D)
 
 
 def explained_layer(model_or_name) -> str:
@@ -74,93 +78,6 @@ def _is_spatial(layer) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Where the explained map's units sit on the input
-
-
-def _pairs(value) -> tuple[int, int]:
-    return tuple(value) if isinstance(value, list | tuple) else (value, value)
-
-
-def _layer_offsets(layer, size: tuple[int, int]):
-    """Per axis (offset, stride) of a conv/pool: output unit j is centred on input index
-    ``offset + stride * j``; None for a layer that is neither and changes the grid."""
-    if not isinstance(layer, _GEOMETRY_LAYERS):
-        return None
-    is_pool = isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D)
-    kernel = _pairs(layer.pool_size if is_pool else layer.kernel_size)
-    strides = _pairs(layer.strides if layer.strides is not None else kernel)
-    dilation = (1, 1) if is_pool else _pairs(layer.dilation_rate)
-    result = []
-    for n, k, s, d in zip(size, kernel, strides, dilation, strict=True):
-        extent = (k - 1) * d + 1
-        if layer.padding == "valid":
-            before = 0
-        else:  # "same", TensorFlow's convention: the extra padding goes after
-            out = -(-n // s)
-            before = max((out - 1) * s + extent - n, 0) // 2
-        result.append(((extent - 1) / 2 - before, s))
-    return result
-
-
-def unit_centres(model: keras.Model, layer_name: str):
-    """Input-pixel indices of the explained map's unit centres, ``(rows, cols)``, or None.
-
-    Computed when every layer from the input to ``layer_name`` is a top-level layer taking
-    the previous one's output (a plain chain, as in ``simple_cnn``) and each either is a
-    Conv2D / DepthwiseConv2D / MaxPooling2D / AveragePooling2D or keeps the grid unchanged.
-    Otherwise (nested backbones, branches) None: the caller spreads the grid evenly.
-    """
-    stack = model.layers
-    names = [layer.name for layer in stack]
-    if layer_name not in names or not isinstance(stack[0], layers.InputLayer):
-        return None
-    starts, steps = [0.0, 0.0], [1.0, 1.0]
-    for previous, layer in zip(stack, stack[1 : names.index(layer_name) + 1], strict=False):
-        try:
-            if layer.input is not previous.output:
-                return None
-            in_shape, out_shape = previous.output.shape, layer.output.shape
-        except (AttributeError, ValueError):
-            return None
-        if isinstance(layer, keras.Model) or len(in_shape) != 4 or None in in_shape[1:3]:
-            return None
-        offsets = _layer_offsets(layer, tuple(in_shape[1:3]))
-        if offsets is None:
-            if tuple(out_shape[1:3]) != tuple(in_shape[1:3]):
-                return None
-            continue
-        for axis, (offset, stride) in enumerate(offsets):
-            starts[axis] += steps[axis] * offset
-            steps[axis] *= stride
-    grid = model.get_layer(layer_name).output.shape[1:3]
-    return tuple(starts[axis] + steps[axis] * np.arange(grid[axis]) for axis in (0, 1))
-
-
-def _even_centres(grid: int, size: int) -> np.ndarray:
-    """Half-pixel centres: the grid spread evenly over the input (tf.image.resize's)."""
-    step = size / grid
-    return (np.arange(grid) + 0.5) * step - 0.5
-
-
-def interpolation_matrix(centres: np.ndarray, size: int) -> np.ndarray:
-    """(size, grid) float32 weights: pixel p's bilinear mix of the units centred at
-    ``centres`` (increasing); pixels beyond the outermost centres take the edge unit."""
-    centres = np.asarray(centres, dtype=np.float64)
-    grid = len(centres)
-    weights = np.zeros((size, grid), dtype=np.float32)
-    if grid == 1:
-        weights[:, 0] = 1.0
-        return weights
-    pixels = np.arange(size, dtype=np.float64)
-    position = np.interp(pixels, centres, np.arange(grid, dtype=np.float64))  # clamps at ends
-    low = np.clip(np.floor(position).astype(int), 0, grid - 2)
-    high_weight = position - low
-    weights[np.arange(size), low] = 1.0 - high_weight
-    weights[np.arange(size), low + 1] = high_weight
-    return weights
-
-
-# ---------------------------------------------------------------------------------------------
 # Grad-CAM
 
 
@@ -195,16 +112,36 @@ class GradCam:
         self.output_layer = output_layer
         self.n_classes = int(output_layer.units)
         grid = tuple(int(dim) for dim in layer.output.shape[1:3])
-        centres = unit_centres(model, layer_name)
-        if centres is None:
-            centres = tuple(_even_centres(g, s) for g, s in zip(grid, self.input_shape[:2],
-                                                                  strict=True))
-        self.centres = centres
-        self.rows = interpolation_matrix(centres[0], self.input_shape[0])
-        self.cols = interpolation_matrix(centres[1], self.input_shape[1])
+        # Where the map's units sit on the input (cxr.interpret.grid): one placement for the
+        # whole map, or one per input of a concatenation whose inputs sit apart.
+        centres, indicator = unit_centres(model, layer_name), None
+        split = channel_groups(model, layer_name) if centres is None else None
+        if centres is not None:
+            placed, self.placement = [centres], "receptive-field centres"
+        elif split is None:
+            placed = [tuple(even_centres(g, s)
+                            for g, s in zip(grid, self.input_shape[:2], strict=True))]
+            self.placement = "even spread"
+        else:
+            placed = [group_centres for _, group_centres in split]
+            self.placement = "receptive-field centres of each concatenated input"
+            channels = [count for count, _ in split]
+            indicator = np.zeros((sum(channels), len(channels)), dtype=np.float32)
+            for group, (start, count) in enumerate(zip(np.cumsum([0, *channels]), channels,
+                                                       strict=False)):
+                indicator[start : start + count, group] = 1.0
+        self.placements = [(interpolation_matrix(rows, self.input_shape[0]),
+                            interpolation_matrix(cols, self.input_shape[1]))
+                           for rows, cols in placed]
+        self.grid = grid
+        # Per placement, the unit centres (rows, cols) in input pixels.
+        self.unit_centres = [[np.asarray(axis, dtype=float).round(3).tolist() for axis in group]
+                             for group in placed]
+        self.centres = placed[0] if split is None else None
+        self.rows, self.cols = self.placements[0]
         # The backend's own gradient (tf.GradientTape, jax.vjp, torch.autograd).
         self._coarse = coarse_cam_function(self.grad_model, layer, output_layer,
-                                           self.input_shape)
+                                           self.input_shape, indicator)
 
     @classmethod
     def of(cls, model: keras.Model, layer_name: str | None = None) -> GradCam:
@@ -216,13 +153,23 @@ class GradCam:
         return per_model[layer_name]
 
     def coarse(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        """(n, h, w) float32 ReLU'd maps on the explained layer's grid, not normalised."""
+        """(n, h, w) float32 ReLU'd maps on the explained layer's grid, not normalised; with
+        several placements, (n, h, w, G) per-group weighted sums before the ReLU."""
         return self._coarse(np.asarray(images, np.float32), np.asarray(classes, np.int32))
 
     def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        """(n, H, W) float32 in [0, 1]: each map divided by its maximum (zeros stay zeros)."""
+        """(n, H, W) float32 in [0, 1]: each map divided by its maximum (zeros stay zeros).
+
+        With several placements each group's sum is placed at its own centres, and the ReLU
+        applies to their total at each input pixel: the same weighted sum over every channel.
+        """
         cams = self.coarse(images, classes)
-        maps = np.einsum("yi,bij,xj->byx", self.rows, cams, self.cols, optimize=True)
+        if len(self.placements) == 1:
+            maps = np.einsum("yi,bij,xj->byx", self.rows, cams, self.cols, optimize=True)
+        else:
+            maps = np.maximum(sum(np.einsum("yi,bij,xj->byx", rows, cams[..., group], cols,
+                                            optimize=True)
+                                  for group, (rows, cols) in enumerate(self.placements)), 0.0)
         peaks = maps.max(axis=(1, 2), keepdims=True)
         # Divide only where there is positive evidence; exact zeros stay a flat map.
         np.divide(maps, peaks, out=maps, where=peaks > 0)

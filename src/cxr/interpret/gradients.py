@@ -5,7 +5,8 @@
 
     alpha_k = mean over positions of d logit_c / d A_k,   cam = ReLU(sum_k alpha_k A_k)
 
-chosen by ``keras.backend.backend()``. Every version runs the model in inference mode and
+(or, given channel groups, the per-group sums before the ReLU: the caller places each group
+at its own centres first, ``cxr.interpret.grid.channel_groups``), chosen by ``keras.backend.backend()``. Every version runs the model in inference mode and
 scores the finding's logit (the ``predictions`` layer's input times its kernel plus its
 bias); they differ only in how the gradient with respect to an *inner* activation is taken:
 
@@ -36,19 +37,25 @@ CoarseCams = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def coarse_cam_function(grad_model: keras.Model, layer: keras.layers.Layer,
                         output_layer: keras.layers.Layer,
-                        input_shape: tuple[int, ...]) -> CoarseCams:
+                        input_shape: tuple[int, ...], groups: np.ndarray | None = None
+                        ) -> CoarseCams:
     """The coarse Grad-CAM of ``grad_model`` (inputs -> [``layer``'s map, head input]).
 
     ``output_layer``: the ``predictions`` Dense layer whose logits are scored.
     ``input_shape``: (H, W, C) of one image.
+    ``groups``: None, or a (K, G) 0/1 matrix assigning the map's K channels to G groups; the
+    function then returns the (n, h, w, G) per-group sums ``sum_{k in g} alpha_k A_k``
+    *before* the ReLU, for the caller to place each group on the input and rectify the total.
     """
+    if groups is not None:
+        groups = np.asarray(groups, dtype=np.float32)
     kind = backend.name()
     if kind == backend.TENSORFLOW:
-        return _tensorflow(grad_model, output_layer, input_shape)
+        return _tensorflow(grad_model, output_layer, input_shape, groups)
     if kind == "jax":
-        return _jax(grad_model, layer, output_layer)
+        return _jax(grad_model, layer, output_layer, groups)
     if kind == "torch":
-        return _torch(grad_model, layer, output_layer)
+        return _torch(grad_model, layer, output_layer, groups)
     raise backend.BackendError(f"Grad-CAM has no gradient for the Keras backend {kind!r}; "
                                f"use tensorflow, jax or torch")
 
@@ -58,15 +65,18 @@ def _logits(head_input, kernel, bias):
         bias, "float32")
 
 
-def _cams(maps, grads):
+def _cams(maps, grads, groups=None):
     weights = ops.mean(ops.cast(grads, "float32"), axis=(1, 2))
-    return ops.relu(ops.einsum("bhwk,bk->bhw", ops.cast(maps, "float32"), weights))
+    maps = ops.cast(maps, "float32")
+    if groups is None:
+        return ops.relu(ops.einsum("bhwk,bk->bhw", maps, weights))
+    return ops.einsum("bhwk,bk,kg->bhwg", maps, weights, ops.convert_to_tensor(groups))
 
 
 # --------------------------------------------------------------------------- TensorFlow
 
 
-def _tensorflow(grad_model, output_layer, input_shape) -> CoarseCams:
+def _tensorflow(grad_model, output_layer, input_shape, groups) -> CoarseCams:
     from cxr.backend import tf
 
     def coarse_cams(images, classes):
@@ -78,9 +88,7 @@ def _tensorflow(grad_model, output_layer, input_shape) -> CoarseCams:
             scores = tf.gather(logits, classes, axis=1, batch_dims=1)
         # Images are independent in inference mode, so the gradient of the summed scores
         # holds each image's own gradient.
-        grads = ops.cast(tape.gradient(scores, maps), "float32")
-        weights = ops.mean(grads, axis=(1, 2))
-        return ops.relu(ops.einsum("bhwk,bk->bhw", ops.cast(maps, "float32"), weights))
+        return _cams(maps, tape.gradient(scores, maps), groups)
 
     traced = tf.function(coarse_cams, input_signature=[
         tf.TensorSpec((None, *input_shape), tf.float32), tf.TensorSpec((None,), tf.int32)])
@@ -115,7 +123,7 @@ def _output_plus(layer: keras.layers.Layer, delta):
         del layer.call
 
 
-def _jax(grad_model, layer, output_layer) -> CoarseCams:
+def _jax(grad_model, layer, output_layer, groups) -> CoarseCams:
     import jax
     import jax.numpy as jnp
 
@@ -138,7 +146,7 @@ def _jax(grad_model, layer, output_layer) -> CoarseCams:
         _, vjp, maps = jax.vjp(lambda d: scores(d, values, kernel, bias, images, classes),
                                delta, has_aux=True)
         (grads,) = vjp(jnp.ones((), "float32"))
-        return _cams(maps, grads)
+        return _cams(maps, grads, groups)
 
     def run(images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         n = len(images)
@@ -157,7 +165,7 @@ def _jax(grad_model, layer, output_layer) -> CoarseCams:
 # --------------------------------------------------------------------------- PyTorch
 
 
-def _torch(grad_model, layer, output_layer) -> CoarseCams:
+def _torch(grad_model, layer, output_layer, groups) -> CoarseCams:
     import torch
 
     def run(images: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -170,7 +178,7 @@ def _torch(grad_model, layer, output_layer) -> CoarseCams:
             score = torch.gather(logits, 1, index[:, None]).sum()
             (grads,) = torch.autograd.grad(score, maps)
         with torch.no_grad():
-            cams = _cams(maps, grads)
+            cams = _cams(maps, grads, groups)
         return ops.convert_to_numpy(cams).astype(np.float32)
 
     return run
