@@ -491,7 +491,10 @@ def test_localization_section_notes_coarse_maps_and_their_placement(tmp_path):
     context["models"]["fusion"]["localize"].update(grid=[7, 7])
     markdown, _ = build.build_report(context)
     section = _md_section(markdown, "localization")
-    assert ("DenseNet121: its explained map is 2 x 2 at this input size, so a heatmap can "
-            "peak at 4 points only") in section
-    assert "(here: receptive-field centres, at 14, 46 px)" in section
-    assert "Fusion: its explained map" not in section  # 7 x 7 is not coarse
+    assert ("Coarse maps at this input size: DenseNet121 2 x 2 (receptive-field centres: "
+            "14, 46 px). A heatmap then peaks at one of a few points") in section
+    assert "Fusion 7 x 7" not in section  # not coarse
+    for model in context["models"].values():
+        model["localize"]["grid"] = [7, 7]
+    markdown, _ = build.build_report(context)
+    assert "Coarse maps" not in markdown

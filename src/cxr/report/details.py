@@ -180,22 +180,26 @@ def _join(items: list[str]) -> str:
 COARSE_GRID = 3  # an explained map this small (per side) gets a note under the table
 
 
-def _coarse_map_note(name: str, result: Mapping) -> str | None:
-    """A note for a model whose explained map has at most COARSE_GRID units per side."""
-    grid = _get(result, "grid")
-    if not isinstance(grid, list | tuple) or len(grid) != 2 or max(grid) > COARSE_GRID:
+def _coarse_map_note(results: Mapping[str, Mapping]) -> str | None:
+    """One note for the models whose explained map has at most COARSE_GRID units per side."""
+    coarse = []
+    for name, result in results.items():
+        grid = _get(result, "grid")
+        if not isinstance(grid, list | tuple) or len(grid) != 2 or max(grid) > COARSE_GRID:
+            continue
+        groups = [group for group in _get(result, "unit_centres") or []
+                  if isinstance(group, list | tuple) and group]
+        where = " | ".join(", ".join(f"{c:g}" for c in group[0]) for group in groups)
+        placement = _get(result, "placement")
+        coarse.append(f"{display_name(name)} {grid[0]} x {grid[1]}"
+                      + (f" ({placement}: {where} px)" if placement and where else ""))
+    if not coarse:
         return None
-    centres = _get(result, "unit_centres") or []
-    where = "; ".join(", ".join(f"{c:g}" for c in group[0]) for group in centres
-                      if isinstance(group, list | tuple) and group)
-    placement = _get(result, "placement")
-    return (f"{display_name(name)}: its explained map is {grid[0]} x {grid[1]} at this input "
-            f"size, so a heatmap can peak at {grid[0] * grid[1]} points only, and the pointing "
-            "game asks which unit wins. At so small an input every unit's receptive field "
-            "covers the whole image, and the score depends on where the units are placed "
-            + (f"(here: {placement}, at {where} px)" if placement and where else "")
-            + "; a shift of a pixel or two changes it (docs/DESIGN.md, Grad-CAM). Read it as "
-            "which region wins, not as a lesion outline.")
+    return ("Coarse maps at this input size: " + "; ".join(coarse) + ". A heatmap then peaks "
+            "at one of a few points, and the pointing game asks which unit wins. At so small an "
+            "input every unit's receptive field covers the whole image, so the score depends on "
+            "where the units are placed: a shift of a pixel or two changes it (docs/DESIGN.md, "
+            "Grad-CAM). Read these scores as which region wins, not as lesion outlines.")
 
 
 def _localization(context) -> list:
@@ -263,10 +267,9 @@ def _localization(context) -> list:
                 f"{display_name(name)}: {_int(flat)} of {_int(n)} heatmaps are flat: nothing in "
                 "the image speaks for the boxed finding (every position's Grad-CAM sum is <= 0), "
                 "so its pointing score shows missing positive evidence, not where it looks."]))
-    for name in shown:
-        note = _coarse_map_note(name, results[name])
-        if note:
-            blocks.append(Note([note]))
+    note = _coarse_map_note({name: results[name] for name in shown})
+    if note:
+        blocks.append(Note([note]))
 
     detail = []
     for name in shown:
