@@ -11,7 +11,7 @@ import pytest
 from keras import layers
 
 from cxr.interpret import gradcam as cam
-from cxr.interpret.grid import even_centres
+from cxr.interpret.grid import even_centres, unit_centres
 from cxr.interpret.localization import pointing_hit
 from cxr.labels import INDEX
 from cxr.models import GRADCAM_LAYER, MODEL_NAMES, build
@@ -128,11 +128,11 @@ def test_class_selection_by_index_name_alias_and_per_image():
 
 def test_simple_cnn_units_sit_at_their_receptive_field_centres():
     model = build("simple_cnn", image_size=64)
-    rows, cols = cam.unit_centres(model, "block3_conv")
+    rows, cols = unit_centres(model, "block3_conv")
     # valid 3x3 conv, 2x2 pool, twice, then a valid 3x3 conv: unit j at 8.5 + 4 j
     np.testing.assert_allclose(rows, 8.5 + 4 * np.arange(12))
     np.testing.assert_allclose(cols, rows)
-    assert cam.unit_centres(model, "features") is None  # GAP changes the grid
+    assert unit_centres(model, "features") is None  # GAP changes the grid
 
 
 def test_interpolation_matrix_hits_centres_and_clamps_outside():

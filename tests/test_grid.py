@@ -73,7 +73,22 @@ def test_fusion_concat_of_disagreeing_maps_has_no_single_geometry():
     model = build("fusion", image_size=64, efficient_cut="block7b_add")
     np.testing.assert_allclose(grid.unit_centres(model, "densenet_projection")[0], [14, 46])
     np.testing.assert_allclose(grid.unit_centres(model, "efficientnet_projection")[0], [31, 63])
-    assert grid.unit_centres(model, "fusion_concat") is None  # the caller spreads evenly
+    assert grid.unit_centres(model, "fusion_concat") is None  # no single geometry
+    where = grid.placement(model, "fusion_concat")  # each input's channels at their own
+    assert where.kind == grid.RECEPTIVE_FIELDS_PER_INPUT
+    assert [count for count, _ in where.groups] == [256, 256]
+    np.testing.assert_allclose(where.groups[1][1][1], [31, 63])
+
+
+def test_placement_falls_back_to_an_even_spread_for_a_layer_it_does_not_model():
+    inputs = keras.Input((16, 16, 1), name="image")
+    conv = layers.Conv2D(1, 3, padding="same", name="conv")(inputs)
+    strided = layers.Lambda(lambda t: t[:, ::2, ::2, :], name="strided")(conv)
+    model = keras.Model(inputs, strided)
+    assert grid.placement(model, "conv").kind == grid.RECEPTIVE_FIELDS
+    where = grid.placement(model, "strided")
+    assert where.kind == grid.EVEN_SPREAD and len(where.groups) == 1
+    np.testing.assert_allclose(where.groups[0][1][0], grid.even_centres(8, 16))
 
 
 def test_merges_resizing_and_broadcast_scales():

@@ -7,8 +7,8 @@ For an image and a finding c, with A the explained layer's output (h x w x K):
 
 placed on the input at each unit's receptive-field centre (:mod:`cxr.interpret.grid`; bilinear
 between centres) and divided by its maximum: one (H, W) float32 map in [0, 1] per image, at
-the model's input resolution; all zeros when nothing speaks for the finding. The explained layer per model is
-``cxr.models.registry.GRADCAM_LAYER`` (fusion: ``fusion_concat``, before the attention). The
+the model's input resolution; all zeros when nothing speaks for the finding. The explained
+layer per model is ``cxr.models.registry.GRADCAM_LAYER`` (fusion: ``fusion_concat``, before the attention). The
 model runs in inference mode; grad models are cached per (model, layer) by weak reference.
 The gradient is the Keras backend's own (:mod:`cxr.interpret.gradients`).
 Why the logit, why ``fusion_concat``, how the grid is placed: docs/DESIGN.md.
@@ -24,12 +24,7 @@ import numpy as np
 from keras import layers
 
 from cxr.interpret.gradients import coarse_cam_function
-from cxr.interpret.grid import (
-    channel_groups,
-    even_centres,
-    interpolation_matrix,
-    unit_centres,
-)
+from cxr.interpret.grid import interpolation_matrix, placement
 from cxr.labels import INDEX, LABELS, LabelError, canonical
 from cxr.models.constants import FEATURES_LAYER, OUTPUT_LAYER
 from cxr.models.registry import GRADCAM_LAYER
@@ -114,30 +109,22 @@ class GradCam:
         grid = tuple(int(dim) for dim in layer.output.shape[1:3])
         # Where the map's units sit on the input (cxr.interpret.grid): one placement for the
         # whole map, or one per input of a concatenation whose inputs sit apart.
-        centres, indicator = unit_centres(model, layer_name), None
-        split = channel_groups(model, layer_name) if centres is None else None
-        if centres is not None:
-            placed, self.placement = [centres], "receptive-field centres"
-        elif split is None:
-            placed = [tuple(even_centres(g, s)
-                            for g, s in zip(grid, self.input_shape[:2], strict=True))]
-            self.placement = "even spread"
-        else:
-            placed = [group_centres for _, group_centres in split]
-            self.placement = "receptive-field centres of each concatenated input"
-            channels = [count for count, _ in split]
+        where = placement(model, layer_name)
+        self.placement, self.grid = where.kind, grid
+        channels = [count for count, _ in where.groups]
+        indicator = None
+        if len(channels) > 1:  # the gradient function sums each group's channels apart
             indicator = np.zeros((sum(channels), len(channels)), dtype=np.float32)
             for group, (start, count) in enumerate(zip(np.cumsum([0, *channels]), channels,
                                                        strict=False)):
                 indicator[start : start + count, group] = 1.0
         self.placements = [(interpolation_matrix(rows, self.input_shape[0]),
                             interpolation_matrix(cols, self.input_shape[1]))
-                           for rows, cols in placed]
-        self.grid = grid
+                           for _, (rows, cols) in where.groups]
         # Per placement, the unit centres (rows, cols) in input pixels.
-        self.unit_centres = [[np.asarray(axis, dtype=float).round(3).tolist() for axis in group]
-                             for group in placed]
-        self.centres = placed[0] if split is None else None
+        self.unit_centres = [[np.asarray(axis, dtype=float).round(3).tolist() for axis in centres]
+                             for _, centres in where.groups]
+        self.centres = where.groups[0][1] if indicator is None else None
         self.rows, self.cols = self.placements[0]
         # The backend's own gradient (tf.GradientTape, jax.vjp, torch.autograd).
         self._coarse = coarse_cam_function(self.grad_model, layer, output_layer,

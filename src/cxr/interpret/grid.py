@@ -22,6 +22,7 @@ own centres. Where a layer is not one of the above, the caller spreads the grid 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -146,24 +147,54 @@ def tensor_geometries(model: keras.Model, input_geometries: Sequence[Geometry | 
     return known
 
 
+RECEPTIVE_FIELDS = "receptive-field centres"
+RECEPTIVE_FIELDS_PER_INPUT = "receptive-field centres of each concatenated input"
+EVEN_SPREAD = "even spread"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an explained map's units sit on the input: ``kind`` (one of the three above) and
+    ``groups``, one ``(channels, (rows, cols))`` per group of channels placed together (the
+    whole map, or each input of a concatenation), centres in input pixels."""
+
+    kind: str
+    groups: list
+
+
+def placement(model: keras.Model, layer_name: str) -> Placement:
+    """How Grad-CAM places `layer_name`'s (spatial) map on `model`'s input: at its units'
+    receptive-field centres; per input where a concatenation joins maps that sit apart
+    (:func:`channel_groups`); else spread evenly over the input. One walk of the graph."""
+    layer = model.get_layer(layer_name)
+    size, channels = _spatial(layer.output), int(layer.output.shape[-1])
+    if size is None:
+        raise ValueError(f"layer {layer_name!r} of model {model.name!r} is not a spatial map")
+    geometries = _input_geometries(model)
+    geometry = geometries.get(id(layer.output))
+    if geometry is not None:
+        return Placement(RECEPTIVE_FIELDS, [(channels, _centres(geometry, size))])
+    groups = _concatenated_groups(layer, geometries, size)
+    if groups is not None:
+        return Placement(RECEPTIVE_FIELDS_PER_INPUT, groups)
+    spread = tuple(even_centres(n, int(extent))
+                   for n, extent in zip(size, model.input_shape[1:3], strict=True))
+    return Placement(EVEN_SPREAD, [(channels, spread)])
+
+
 def unit_centres(model: keras.Model, layer_name: str):
     """Input-pixel indices of `layer_name`'s unit centres, ``(rows, cols)``, or None.
 
     None when the layer's output is not a spatial map, or when its geometry is not determined
     (a merge of maps whose units sit in different places, or a layer this module does not
-    model): the caller spreads the grid evenly then.
+    model).
     """
     try:
-        layer = model.get_layer(layer_name)
-        output = layer.output
-        geometries = tensor_geometries(model, [((0.0, 1.0), (0.0, 1.0))] * len(model.inputs))
-    except (AttributeError, TypeError, ValueError):
+        output = model.get_layer(layer_name).output
+    except (AttributeError, ValueError):
         return None
-    grid = _spatial(output)
-    geometry = geometries.get(id(output))
-    if grid is None or geometry is None:
-        return None
-    return _centres(geometry, grid)
+    grid, geometry = _spatial(output), _input_geometries(model).get(id(output))
+    return None if grid is None or geometry is None else _centres(geometry, grid)
 
 
 def channel_groups(model: keras.Model, layer_name: str):
@@ -175,23 +206,36 @@ def channel_groups(model: keras.Model, layer_name: str):
     """
     try:
         layer = model.get_layer(layer_name)
-        inputs, output = layer.input, layer.output
-        geometries = tensor_geometries(model, [((0.0, 1.0), (0.0, 1.0))] * len(model.inputs))
-    except (AttributeError, TypeError, ValueError):
+        size = _spatial(layer.output)
+    except (AttributeError, ValueError):
         return None
-    size = _spatial(output)
-    if (not isinstance(layer, layers.Concatenate) or layer.axis not in (-1, 3) or size is None
+    return None if size is None else _concatenated_groups(layer, _input_geometries(model), size)
+
+
+def _input_geometries(model: keras.Model) -> dict:
+    """Every tensor's geometry with the model's inputs as the pixel grid ({} if the model has
+    no graph to follow)."""
+    try:
+        return tensor_geometries(model, [((0.0, 1.0), (0.0, 1.0))] * len(model.inputs))
+    except (AttributeError, TypeError, ValueError):
+        return {}
+
+
+def _concatenated_groups(layer, geometries: dict, size: tuple[int, int]):
+    try:
+        inputs = layer.input
+    except (AttributeError, ValueError):
+        return None
+    if (not isinstance(layer, layers.Concatenate) or layer.axis not in (-1, 3)
             or not isinstance(inputs, list | tuple)):
         return None
-    groups = []
-    for tensor in inputs:
-        geometry = geometries.get(id(tensor))
-        if geometry is None or _spatial(tensor) != size:
-            return None
-        groups.append((int(tensor.shape[-1]), _centres(geometry, size)))
-    if all(_same(geometries[id(tensor)], geometries[id(inputs[0])]) for tensor in inputs):
+    found = [geometries.get(id(tensor)) for tensor in inputs]
+    if any(g is None for g in found) or any(_spatial(t) != size for t in inputs):
+        return None
+    if all(_same(g, found[0]) for g in found):
         return None  # one geometry: unit_centres answers
-    return groups
+    return [(int(tensor.shape[-1]), _centres(g, size))
+            for tensor, g in zip(inputs, found, strict=True)]
 
 
 def _centres(geometry: Geometry, size: tuple[int, int]):
