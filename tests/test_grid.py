@@ -84,8 +84,10 @@ def test_placement_falls_back_to_an_even_spread_for_a_layer_it_does_not_model():
     inputs = keras.Input((16, 16, 1), name="image")
     conv = layers.Conv2D(1, 3, padding="same", name="conv")(inputs)
     strided = layers.Lambda(lambda t: t[:, ::2, ::2, :], name="strided")(conv)
-    model = keras.Model(inputs, strided)
+    nearest = layers.UpSampling2D(2, name="nearest")(conv)  # repeats pixels: not modelled
+    model = keras.Model(inputs, [strided, nearest])
     assert grid.placement(model, "conv").kind == grid.RECEPTIVE_FIELDS
+    assert grid.placement(model, "nearest").kind == grid.EVEN_SPREAD
     where = grid.placement(model, "strided")
     assert where.kind == grid.EVEN_SPREAD and len(where.groups) == 1
     np.testing.assert_allclose(where.groups[0][1][0], grid.even_centres(8, 16))
@@ -156,3 +158,14 @@ def test_a_concatenation_places_each_inputs_channels_at_their_own_centres(live):
     alone = GradCam.of(model, f"{live}_map")
     assert alone.centres is not None
     np.testing.assert_allclose(joined, alone.heatmaps(x, np.zeros(3, np.int32)), atol=1e-5)
+
+
+def test_a_nested_model_without_a_graph_leaves_only_its_outputs_unknown():
+    sequential = keras.Sequential([keras.Input((16, 16, 1)),
+                                   layers.Conv2D(1, 3, strides=2, padding="valid")])
+    inputs = keras.Input((16, 16, 1), name="image")
+    conv = layers.Conv2D(1, 3, padding="same", name="conv")(inputs)
+    after = layers.Identity(name="after")(sequential(conv))
+    model = keras.Model(inputs, [conv, after])
+    np.testing.assert_allclose(grid.unit_centres(model, "conv")[0], np.arange(16))
+    assert grid.placement(model, "after").kind == grid.EVEN_SPREAD

@@ -101,10 +101,11 @@ def _layer_geometry(layer, inputs, geometries, output) -> Geometry | None:
             return _compose(geometry, [(-float(before), 1.0) for before, _ in layer.padding])
         if isinstance(layer, layers.Cropping2D):
             return _compose(geometry, [(float(before), 1.0) for before, _ in layer.cropping])
-        if getattr(layer, "crop_to_aspect_ratio", False):
-            return None
-        # Half-pixel centres (tf.image.resize, jax.image.resize): output unit m samples the
-        # input at (m + 0.5) * in / out - 0.5.
+        if (getattr(layer, "crop_to_aspect_ratio", False)
+                or getattr(layer, "interpolation", "bilinear") != "bilinear"):
+            return None  # nearest neighbours (UpSampling2D's default) repeat, not interpolate
+        # Bilinear with half-pixel centres (tf.image.resize, jax.image.resize): output unit m
+        # samples the input at (m + 0.5) * in / out - 0.5.
         return _compose(geometry, [(0.5 * n / m - 0.5, n / m)
                                    for n, m in zip(in_size, out_size, strict=True)])
     # Any other layer keeps the size: its geometry is the one its same-sized inputs share; an
@@ -136,7 +137,10 @@ def tensor_geometries(model: keras.Model, input_geometries: Sequence[Geometry | 
                 continue
             geometries = [known[id(tensor)] for tensor in inputs]
             if isinstance(layer, keras.Model):
-                inner = tensor_geometries(layer, geometries)
+                try:
+                    inner = tensor_geometries(layer, geometries)
+                except TypeError:  # a nested model without a graph: its outputs unknown
+                    inner = {}
                 results = [inner.get(id(tensor)) for tensor in layer.outputs]
             elif len(outputs) == 1:
                 results = [_layer_geometry(layer, inputs, geometries, outputs[0])]
