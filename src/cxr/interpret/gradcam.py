@@ -8,8 +8,9 @@ For an image and a finding c, with A the explained layer's output (h x w x K):
 placed on the input at each unit's receptive-field centre (:mod:`cxr.interpret.grid`; bilinear
 between centres) and divided by its maximum: one (H, W) float32 map in [0, 1] per image, at
 the model's input resolution; all zeros when nothing speaks for the finding. The explained
-layer per model is ``cxr.models.registry.GRADCAM_LAYER`` (fusion: ``fusion_concat``, before the attention). The
-model runs in inference mode; grad models are cached per (model, layer) by weak reference.
+layer per model is ``cxr.models.registry.GRADCAM_LAYER`` (fusion: ``fusion_concat``, before
+the attention). The model runs in inference mode; grad models are cached per (model, layer)
+by weak reference.
 The gradient is the Keras backend's own (:mod:`cxr.interpret.gradients`).
 Why the logit, why ``fusion_concat``, how the grid is placed: docs/DESIGN.md.
 """

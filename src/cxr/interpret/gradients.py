@@ -6,7 +6,8 @@
     alpha_k = mean over positions of d logit_c / d A_k,   cam = ReLU(sum_k alpha_k A_k)
 
 (or, given channel groups, the per-group sums before the ReLU: the caller places each group
-at its own centres first, ``cxr.interpret.grid.channel_groups``), chosen by ``keras.backend.backend()``. Every version runs the model in inference mode and
+at its own centres first, ``cxr.interpret.grid.placement``), chosen by
+``keras.backend.backend()``. Every version runs the model in inference mode and
 scores the finding's logit (the ``predictions`` layer's input times its kernel plus its
 bias); they differ only in how the gradient with respect to an *inner* activation is taken:
 
