@@ -434,3 +434,30 @@ def test_jit_compile_names_the_layers_that_cannot_use_xla(op_determinism):
     op_determinism(False)
     with pytest.raises(XLAUnavailableError, match="do not support it: NoXLA"):
         compile_model(model, build_loss("focal"), 1e-3, jit_compile=True)
+
+
+def test_weight_decay_shrinks_kernels_only_and_zero_means_adam():
+    """AdamW's decoupled decay: with zero gradients (Adam's step is then 0) a kernel is
+    multiplied by 1 - weight_decay * lr per step; biases and BatchNorm's scale and offset are
+    excluded; weight_decay 0 is plain Adam."""
+    from cxr.training.fit import build_optimizer
+
+    inputs = keras.Input((3,))
+    x = keras.layers.Dense(4, name="dense")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, x)
+    assert type(build_optimizer(model, 1e-2)) is keras.optimizers.Adam
+
+    optimizer = build_optimizer(model, 1e-2, weight_decay=0.5)
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    model.get_layer("dense").bias.assign(np.ones(4, np.float32))
+    model.get_layer("bn").beta.assign(np.ones(4, np.float32))
+    before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables}
+    variables = model.trainable_variables
+    for _ in range(3):
+        optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in variables])
+    after = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
+    kernel = model.get_layer("dense").kernel.path
+    np.testing.assert_allclose(after[kernel], before[kernel] * (1 - 0.5 * 1e-2) ** 3, rtol=1e-5)
+    for path in set(before) - {kernel}:  # bias, BatchNorm gamma and beta
+        np.testing.assert_array_equal(after[path], before[path], err_msg=path)

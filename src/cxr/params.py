@@ -161,6 +161,9 @@ class ModelParams:
     min_learning_rate: float = 1e-5
     schedule: str = "plateau"         # plateau (ReduceLROnPlateau) | cosine (warm-up + cosine)
     warmup_epochs: int = 0            # cosine only: linear warm-up epochs
+    # Decoupled weight decay (AdamW, Loshchilov & Hutter), per step: w -= weight_decay * lr * w,
+    # on every kernel (not biases, not BatchNorm scales and offsets). 0 = Adam, the study's.
+    weight_decay: float = 0.0
     # Keyword options of cxr.models.build (e.g. fusion: dense_cut, efficient_cut).
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -373,6 +376,8 @@ def validate(params: Params, source: str = "params") -> None:
             fail(f"models.{name}.schedule", model.schedule, "plateau or cosine")
         if model.warmup_epochs < 0:
             fail(f"models.{name}.warmup_epochs", model.warmup_epochs, "a non-negative integer")
+        if not 0 <= model.weight_decay < 1:  # NaN fails too
+            fail(f"models.{name}.weight_decay", model.weight_decay, "a number in [0, 1)")
         if not 0 < model.reduce_lr_factor < 1:
             fail(f"models.{name}.reduce_lr_factor", model.reduce_lr_factor, "a factor in (0, 1)")
     if params.mc_dropout.passes < 2:

@@ -3,7 +3,8 @@
 Phase 1 ("head") freezes every backbone layer (so its BatchNorm layers keep their moving
 statistics even though the model is called with training=True) and trains the rest with Adam
 at a high rate. Phase 2 ("finetune") unfreezes everything at a low rate. Models without a
-backbone (simple_cnn) train in phase 1 only, all layers trainable.
+backbone (simple_cnn) train in phase 1 only, all layers trainable. With a `weight_decay` the
+optimizer is AdamW (decoupled decay of the kernels; `build_optimizer`).
 
 Each phase monitors the validation macro AUC (`keras.metrics.AUC(multi_label=True)`): the
 best weights are checkpointed, training stops after `patience` epochs without improvement,
@@ -73,6 +74,7 @@ class TrainConfig:
     min_learning_rate: float = 1e-5
     schedule: str = "plateau"
     warmup_epochs: int = 0
+    weight_decay: float = 0.0
     jit_compile: bool = False
 
     def __post_init__(self):
@@ -283,8 +285,10 @@ def history_rows(history: dict[str, list[dict]]) -> list[dict]:
     return [{"step": i + 1, "phase": phase, **row} for i, (phase, row) in enumerate(rows)]
 
 
-def compile_model(model: keras.Model, loss, learning_rate, jit_compile: bool) -> None:
-    """Adam, the loss and the macro AUC; `learning_rate` is a number or a Keras schedule.
+def compile_model(model: keras.Model, loss, learning_rate, jit_compile: bool,
+                  weight_decay: float = 0.0) -> None:
+    """Adam (AdamW if `weight_decay` > 0), the loss and the macro AUC; `learning_rate` is a
+    number or a Keras schedule.
 
     `jit_compile=True` asks for XLA, and gets it or an XLAUnavailableError: Keras turns XLA
     off with only a warning when it cannot use it (TensorFlow's op determinism is on, or a
@@ -292,7 +296,7 @@ def compile_model(model: keras.Model, loss, learning_rate, jit_compile: bool) ->
     """
     n_labels = model.output_shape[-1]
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=build_optimizer(model, learning_rate, weight_decay),
         loss=loss,
         metrics=[keras.metrics.AUC(multi_label=True, num_labels=n_labels, name="auc")],
         # JAX without jit runs op by op (several times slower): it always compiles.
@@ -300,6 +304,22 @@ def compile_model(model: keras.Model, loss, learning_rate, jit_compile: bool) ->
     )
     if jit_compile and not model.jit_compile:
         raise XLAUnavailableError(_why_no_xla(model))
+
+
+def build_optimizer(model: keras.Model, learning_rate, weight_decay: float = 0.0):
+    """Adam, or AdamW when `weight_decay` > 0 (decoupled: each step multiplies a decayed weight
+    by ``1 - weight_decay * learning_rate``, apart from the gradient step).
+
+    Only kernels decay: variables of rank 0 or 1 (biases, BatchNorm's scale and offset, the
+    attention's scalars) are excluded, as usual for convolutional networks, so the decay
+    regularises what the network computes rather than pulling normalisation layers to zero.
+    """
+    if weight_decay == 0:
+        return keras.optimizers.Adam(learning_rate)
+    optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.variables if len(v.shape) <= 1])
+    return optimizer
 
 
 class XLAUnavailableError(ValueError):
@@ -441,7 +461,7 @@ def _run_phase(model, index: int, phase: Phase, train_data, val_data, loss,
     if config.schedule == "cosine" and phase.epochs > 0:
         learning_rate = cosine_schedule(phase, config, _steps_per_epoch(train_data))
     with strategy.scope():
-        compile_model(model, loss, learning_rate, config.jit_compile)
+        compile_model(model, loss, learning_rate, config.jit_compile, config.weight_decay)
     checkpoint = EpochCheckpoint(checkpoint_dir, phase.name)
     with strategy.scope():
         start = checkpoint.restore(model)
