@@ -461,3 +461,20 @@ def test_weight_decay_shrinks_kernels_only_and_zero_means_adam():
     np.testing.assert_allclose(after[kernel], before[kernel] * (1 - 0.5 * 1e-2) ** 3, rtol=1e-5)
     for path in set(before) - {kernel}:  # bias, BatchNorm gamma and beta
         np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+
+
+def test_train_two_phase_uses_the_config_s_weight_decay_in_every_phase(tmp_path):
+    """TrainConfig.weight_decay reaches the optimizer of both phases (AdamW); 0 keeps Adam."""
+    train, val = datasets()
+    model = tiny_backbone_model()
+    config = TrainConfig(head_epochs=1, finetune_epochs=1, finetune_learning_rate=1e-3,
+                         weight_decay=0.1)
+    seen = []
+    train_two_phase(model, train, val, build_loss("bce"), config, tmp_path / "wd", verbose=0,
+                    on_epoch=lambda phase, row: seen.append(
+                        (phase, type(model.optimizer).__name__, model.optimizer.weight_decay)))
+    assert seen == [("head", "AdamW", 0.1), ("finetune", "AdamW", 0.1)]
+    model = tiny_backbone_model()
+    train_two_phase(model, train, val, build_loss("bce"), TrainConfig(head_epochs=1,
+                    finetune_epochs=0), tmp_path / "adam", verbose=0)
+    assert type(model.optimizer) is keras.optimizers.Adam
