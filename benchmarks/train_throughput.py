@@ -24,13 +24,15 @@ from cxr.training.fit import compile_model
 from cxr.training.losses import build_loss
 
 
-def measure(name: str, size: int, batch: int, steps: int,
-            jit_compile: bool = False) -> list[tuple[str, float, float]]:
+def measure(name: str, size: int, batch: int, steps: int, jit_compile: bool = False,
+            options: dict | None = None) -> list[tuple[str, float, float]]:
+    """[(phase, images/s, first-step seconds)] per phase; `options` go to `build` (the
+    params' models.<name>.options)."""
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch * steps, size, size, 3)).astype(np.float32)
     y = rng.integers(0, 2, (batch * steps, 14)).astype(np.float32)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
-    model = build(name, image_size=size)
+    model = build(name, image_size=size, **(options or {}))
     phases = [("head", False), ("finetune", True)] if backbone_layers(model) else [("full", True)]
     results = []
     for phase, trainable in phases:
