@@ -56,8 +56,10 @@ def main() -> None:
         scores[name] = predictions.loc[test.index,
                                        [f"{label}_mean" for label in LABELS]].to_numpy()
         spread = predictions.loc[test.index, [f"{label}_std" for label in LABELS]].to_numpy()
+        thresholds = [evaluation["threshold"][label] for label in LABELS]
         models[name]["referral_controls"] = referral_controls(
-            test[list(LABELS)].to_numpy(), scores[name], spread, LABELS, seed=params.seed)
+            test[list(LABELS)].to_numpy(), scores[name], spread, thresholds, LABELS,
+            seed=params.seed)
 
     comparisons = compare_models(scores, test[list(LABELS)].to_numpy(),
                                  test["Patient ID"].to_numpy(), LABELS,

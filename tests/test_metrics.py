@@ -16,6 +16,7 @@ from cxr.evaluation import (
     brier_score,
     calibration_summary,
     choose_thresholds,
+    decision_flip_uncertainty,
     evaluate,
     expected_calibration_error,
     fast_auc,
@@ -265,6 +266,38 @@ def test_referral_raises_auc_when_uncertainty_flags_the_errors():
     assert all(later >= earlier for earlier, later in zip(aucs, aucs[1:], strict=False))
     assert aucs[0] < 0.9 and aucs[-1] == 1.0
     assert referral_gain(curve, at=0.2) == pytest.approx(aucs[4] - aucs[0])
+
+
+def test_decision_flip_is_the_chance_each_call_crosses_its_threshold_summed():
+    mean = np.array([[0.3, 0.1, 0.9], [0.3, 0.2, 0.5]])
+    std = np.array([[0.1, 0.0, 0.2], [0.05, 0.0, 0.0]])
+    thresholds = np.array([0.2, 0.1, 0.5])
+    # row 0: Phi(-1) + (std 0 on the threshold: 0.5) + Phi(-2); row 1: Phi(-2) + 0 + 0.5
+    phi1, phi2 = 0.15865525393145707, 0.022750131948179195
+    assert decision_flip_uncertainty(mean, std, thresholds) == pytest.approx(
+        [phi1 + 0.5 + phi2, phi2 + 0.5], abs=1e-12)
+    with pytest.raises(ValueError, match=r"thresholds has shape \(2,\); expected \(3,\)"):
+        decision_flip_uncertainty(mean, std, thresholds[:2])
+    with pytest.raises(ValueError, match="y_std must be >= 0"):
+        decision_flip_uncertainty(mean, -std, thresholds)
+    with pytest.raises(ValueError, match="same"):
+        decision_flip_uncertainty(mean, std[:, :2], thresholds)
+
+
+def test_evaluate_ranks_referral_by_decision_flip_and_keeps_the_max_std_gain():
+    rng = np.random.default_rng(11)
+    y = (rng.random((300, 3)) < 0.3).astype(int)
+    mean = 1 / (1 + np.exp(-(2.0 * y - 1 + rng.normal(0, 1, (300, 3)))))
+    std = rng.uniform(0.01, 0.2, (300, 3))
+    result = evaluate(y, mean, std, np.arange(300), THREE, n_boot=20, seed=0)
+    thresholds = np.array([result["threshold"][label] for label in THREE])
+    by_flip = referral_curve(y, mean, decision_flip_uncertainty(mean, std, thresholds), THREE,
+                             (0.0, 0.2))
+    by_std = referral_curve(y, mean, std.max(axis=1), THREE, (0.0, 0.2))
+    assert result["referral"]["gain_at_20"] == pytest.approx(referral_gain(by_flip, 0.2))
+    assert result["referral"]["gain_at_20_max_std"] == pytest.approx(referral_gain(by_std, 0.2))
+    assert result["referral"]["gain_at_20"] != result["referral"]["gain_at_20_max_std"]
+    assert result["referral"]["uncertainty"].startswith("decision flip")
 
 
 def test_referral_breaks_ties_by_index_and_rounds_the_count():

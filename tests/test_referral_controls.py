@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from cxr.evaluation.referral import decision_flip_uncertainty
 from cxr.report import build
 from cxr.report.uncertainty import referral_controls, spearman
 
@@ -28,42 +29,57 @@ def test_spearman_matches_scipy_with_ties_and_is_none_for_a_constant():
     assert spearman(np.ones(5), np.arange(5)) is None
 
 
-def test_an_std_that_flags_the_model_s_mistakes_helps_and_has_the_lower_referred_auc():
-    y, score, noise = _data()
-    # uncertainty = how far the score was pushed the wrong way: the mistakes are referred
-    wrong = np.where(y == 1, -noise, noise)
-    std = np.clip(wrong, 0, None) * 0.1
-    c = referral_controls(y, score, std, LABELS3, seed=1, n_random=50)
+HALF = np.full(3, 0.5)  # operating thresholds
+
+
+def test_a_spread_that_reaches_the_threshold_on_the_mistakes_helps_beyond_the_margin():
+    y, score, _ = _data()
+    wrong = (score >= 0.5) != (y == 1)
+    std = np.where(wrong, 0.3, 0.02)  # wide exactly where the call is wrong
+    c = referral_controls(y, score, std, HALF, LABELS3, seed=1, n_random=50)
     assert c["referred_images"] == 80
-    assert c["gain_std"] > 0.02
+    assert c["gain_flip"] > 0.03
+    assert c["gain_flip"] > c["gain_flip_mean_spread"] + 0.01  # the per-image spread adds
     assert c["auc_referred"] < c["auc_kept"]
     assert abs(c["gain_random"]) < 0.01
+
+
+def test_a_spread_with_no_per_image_information_gains_what_the_margin_alone_gains():
+    y, score, _ = _data(seed=5)
+    std = np.broadcast_to([0.05, 0.1, 0.2], score.shape)  # the same for every image
+    c = referral_controls(y, score, std, HALF, LABELS3, seed=1, n_random=5)
+    assert c["gain_flip"] == c["gain_flip_mean_spread"]
+    assert c["gain_flip"] > 0  # near the threshold is where these scores mix the classes
 
 
 def test_an_std_that_restates_the_probability_gains_what_referring_the_most_probable_does():
     y, score, _ = _data(seed=2)
     std = score * 0.05  # monotone in the probability
-    c = referral_controls(y, score, std, LABELS3, seed=1, n_random=5)
+    c = referral_controls(y, score, std, HALF, LABELS3, seed=1, n_random=5)
     assert c["std_probability_spearman"] == pytest.approx(1.0)
     assert c["gain_std"] == pytest.approx(c["gain_top_probability"])
-    assert c["abnormal_share_referred"] > c["abnormal_share_all"]
-    referred = np.argsort(-std.max(1), kind="stable")[:80]
+    referred = np.argsort(-decision_flip_uncertainty(score, std, HALF), kind="stable")[:80]
     assert c["positives_referred_share"] == pytest.approx(y[referred].sum() / y.sum())
+    assert c["abnormal_share_referred"] == pytest.approx((y[referred].sum(1) > 0).mean())
 
 
 def test_controls_are_reproducible_for_a_seed_and_check_their_input():
     y, score, noise = _data(seed=4)
     std = np.abs(noise) * 0.05
-    first = referral_controls(y, score, std, LABELS3, seed=7, n_random=20)
-    assert referral_controls(y, score, std, LABELS3, seed=7, n_random=20) == first
+    first = referral_controls(y, score, std, HALF, LABELS3, seed=7, n_random=20)
+    assert referral_controls(y, score, std, HALF, LABELS3, seed=7, n_random=20) == first
     with pytest.raises(ValueError, match=r"must all be \(images, 3\)"):
-        referral_controls(y, score[:, :2], std, LABELS3)
+        referral_controls(y, score[:, :2], std, HALF, LABELS3)
     with pytest.raises(ValueError, match="at must be a fraction"):
-        referral_controls(y, score, std, LABELS3, at=1.0)
+        referral_controls(y, score, std, HALF, LABELS3, at=1.0)
+    with pytest.raises(ValueError, match=r"thresholds has shape \(2,\); expected \(3,\)"):
+        referral_controls(y, score, std, HALF[:2], LABELS3)
 
 
-def _controls(gain, referred, kept):
-    return {"referred_fraction": 0.2, "referred_images": 20, "gain_std": gain,
+def _controls(gain, referred, kept, margin=None, std_gain=None):
+    return {"referred_fraction": 0.2, "referred_images": 20, "gain_flip": gain,
+            "gain_flip_mean_spread": gain if margin is None else margin,
+            "gain_std": gain if std_gain is None else std_gain,
             "gain_top_probability": gain, "gain_random": 0.0, "auc_referred": referred,
             "auc_kept": kept, "std_probability_spearman": 0.85,
             "abnormal_share_referred": 0.95, "abnormal_share_all": 0.5,
@@ -73,20 +89,25 @@ def _controls(gain, referred, kept):
 def test_the_uncertainty_section_shows_the_controls_and_says_why_a_gain_is_negative():
     context = {"models": {
         "simple_cnn": {"eval": {"macro_auc": 0.9},
-                       "referral_controls": _controls(0.008, 0.86, 0.91)},
+                       "referral_controls": _controls(0.008, 0.86, 0.91, margin=0.005,
+                                                      std_gain=0.003)},
         "fusion": {"eval": {"macro_auc": 0.86},
                    "referral_controls": _controls(-0.013, 0.864, 0.848)}}}
     markdown, _ = build.build_report(context)
     section = markdown.split('<a id="uncertainty"></a>')[1].split('<a id="localization">')[0]
     assert "### Why referral helps or not" in section
-    assert "| Fusion | -0.013 | -0.013 | +0.000 | 0.864 / 0.848 | 0.85 | 95.0% (50.0%) | 46% |" \
-        in section
+    assert ("| Fusion | -0.013 | -0.013 | -0.013 | -0.013 | +0.000 | 0.864 / 0.848 | 0.85 "
+            "| 95.0% (50.0%) | 46% |") in section
     assert "(Spearman 0.85): dropout at the head" in section
+    assert "(gains Simple CNN +0.003 and Fusion -0.013)" in section
     assert "It lowers it for Fusion (-0.013)" in section
     assert "Fusion (0.864 among the referred against 0.848 among the kept) ranks the images " \
-        "referred no worse than those kept: the std does not single out" in section
+        "referred no worse than those kept: the spread does not single out" in section
     assert "Simple CNN (+0.008; AUC 0.860 among the referred against 0.910 among the kept)" \
         in section
+    assert ("the gains are Simple CNN +0.005 and Fusion -0.013: the per-image spread adds to "
+            "the distance from the threshold for Simple CNN (+0.003), and nothing for the "
+            "others") in section
 
 
 def test_the_uncertainty_section_has_no_controls_without_them():

@@ -46,6 +46,7 @@ from cxr.evaluation.discrimination import (
 )
 from cxr.evaluation.referral import (
     DEFAULT_REFERRAL_FRACTIONS,
+    decision_flip_uncertainty,
     referral_curve,
     referral_gain,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "brier_score",
     "calibration_summary",
     "choose_thresholds",
+    "decision_flip_uncertainty",
     "evaluate",
     "expected_calibration_error",
     "fast_auc",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,7 +11,44 @@ from cxr.evaluation.bootstrap import _auc_from_plan, _macro_per_resample, _rank_
 from cxr.evaluation.checks import _check, _check_finite, _check_fractions
 
 DEFAULT_REFERRAL_FRACTIONS = tuple(round(0.05 * step, 2) for step in range(11))  # 0 .. 0.5
+DECISION_FLIP = ("decision flip: the expected number of findings whose call at the operating "
+                 "threshold the MC-dropout spread could reverse (sum over findings of "
+                 "Phi(-|mean - threshold| / std))")
+MAX_STD = "max MC-dropout std over findings"
 # --- uncertainty referral -------------------------------------------------------------------
+
+
+def decision_flip_uncertainty(y_mean, y_std, thresholds) -> np.ndarray:
+    """Per image, how many of its findings' calls the MC-dropout spread puts in doubt.
+
+    For image i and finding k, the MC-dropout probability is taken as normal with the passes'
+    mean and std; ``Phi(-|mean - t_k| / std)`` is then the chance that a pass lands on the
+    other side of the finding's operating threshold ``t_k`` (the validation-chosen one), i.e.
+    that the call could flip. The sum over findings is the expected number of such calls.
+    Why not the std alone: for rare findings the probability-space std is largest where the
+    probability is (dropout scales the logit's spread by p(1 - p)), so ranking by it refers
+    the confidently abnormal images, not the doubtful calls. A std of 0 gives 0 (no doubt)
+    unless the mean sits exactly on the threshold (0.5).
+    """
+    y_mean = _check_finite(np.asarray(y_mean, dtype=np.float64), "y_mean")
+    y_std = _check_finite(np.asarray(y_std, dtype=np.float64), "y_std")
+    thresholds = _check_finite(np.asarray(thresholds, dtype=np.float64), "thresholds")
+    if y_mean.ndim != 2 or y_std.shape != y_mean.shape:
+        raise ValueError(f"y_mean {y_mean.shape} and y_std {y_std.shape} must be the same "
+                         f"(images, findings) shape")
+    if thresholds.shape != (y_mean.shape[1],):
+        raise ValueError(f"thresholds has shape {thresholds.shape}; expected "
+                         f"({y_mean.shape[1]},), one per finding")
+    if (y_std < 0).any():
+        raise ValueError(f"y_std must be >= 0; got a minimum of {float(y_std.min())}")
+    distance = np.abs(y_mean - thresholds)
+    z = np.where(y_std > 0, distance / np.where(y_std > 0, y_std, 1.0),
+                 np.where(distance > 0, np.inf, 0.0))
+    return _upper_tail(z).sum(axis=1)
+
+
+# Phi(-z) = erfc(z / sqrt 2) / 2, element-wise (numpy has no erfc; scipy is not a dependency)
+_upper_tail = np.vectorize(lambda z: 0.5 * math.erfc(z / math.sqrt(2.0)), otypes=[np.float64])
 
 
 def referral_curve(y_true, y_score, uncertainty, labels: Sequence[str],

@@ -16,7 +16,14 @@ from cxr.evaluation.discrimination import (
     per_class_auprc,
     sensitivity_specificity,
 )
-from cxr.evaluation.referral import DEFAULT_REFERRAL_FRACTIONS, referral_curve, referral_gain
+from cxr.evaluation.referral import (
+    DECISION_FLIP,
+    DEFAULT_REFERRAL_FRACTIONS,
+    MAX_STD,
+    decision_flip_uncertainty,
+    referral_curve,
+    referral_gain,
+)
 
 # --- the evaluate stage's one call ----------------------------------------------------------
 
@@ -29,9 +36,11 @@ def evaluate(y_true, y_mean, y_std, groups, labels: Sequence[str], *, val_true=N
 
     y_mean / y_std: MC-dropout mean probability and its std per (image, class). Thresholds come
     from (val_true, val_score) when given (`threshold_method`), else FALLBACK_THRESHOLD. The
-    referral curve ranks images by the max std over findings: an image is worth a second look if
-    the model is unsure about any one finding, which a mean over 14 mostly-confident negatives
-    would hide. Headline numbers are shallow keys so `dvc metrics diff` lines them up.
+    referral curve ranks images by :func:`decision_flip_uncertainty` at those thresholds: an
+    image is worth a second look when the MC-dropout spread puts its calls in doubt. The gain
+    of ranking by the max std over findings instead (the spread alone, which for rare findings
+    follows the probability) is kept beside it as ``gain_at_20_max_std``. Headline numbers are
+    shallow keys so `dvc metrics diff` lines them up.
     """
     y_true, y_mean = _check(y_true, y_mean, labels, score_name="y_mean", probability=True)
     _, y_std = _check(y_true, y_std, labels, score_name="y_std")
@@ -43,8 +52,10 @@ def evaluate(y_true, y_mean, y_std, groups, labels: Sequence[str], *, val_true=N
     auprc = per_class_auprc(y_true, y_mean, labels)
     operating = sensitivity_specificity(y_true, y_mean, thresholds, labels)
     calibration = calibration_summary(y_true, y_mean, labels, n_bins=n_bins)
-    curve = referral_curve(y_true, y_mean, y_std.max(axis=1), labels, referral_fractions)
+    curve = referral_curve(y_true, y_mean, decision_flip_uncertainty(y_mean, y_std, thresholds),
+                           labels, referral_fractions)
     has_20 = any(abs(point["referred_fraction"] - 0.2) < 1e-9 for point in curve)
+    by_std = referral_curve(y_true, y_mean, y_std.max(axis=1), labels, (0.0, 0.2))
     per_class = boot["per_class"]
     return {
         "macro_auc": boot["macro"]["auc"],
@@ -63,8 +74,10 @@ def evaluate(y_true, y_mean, y_std, groups, labels: Sequence[str], *, val_true=N
         "calibration": {"ece": calibration["overall"]["ece"],
                         "brier": calibration["overall"]["brier"],
                         "per_class": calibration["per_class"]},
-        "referral": {"uncertainty": "max MC-dropout std over findings", "curve": curve,
-                     "gain_at_20": referral_gain(curve, 0.2) if has_20 else None},
+        "referral": {"uncertainty": DECISION_FLIP, "curve": curve,
+                     "gain_at_20": referral_gain(curve, 0.2) if has_20 else None,
+                     "max_std_uncertainty": MAX_STD,
+                     "gain_at_20_max_std": referral_gain(by_std, 0.2)},
         "no_auc": {label: per_class[label]["reason"] for label in labels
                    if per_class[label]["auc"] is None},
         "n_images": int(len(y_true)),

@@ -65,9 +65,11 @@ def _calibration(context) -> list:
 def _uncertainty(context) -> list:
     blocks: list = [Paragraph([
         "Monte-Carlo dropout: each test image is scored several times with dropout left on; "
-        "the spread (std) of its probabilities measures how unsure the model is. Images above "
-        "the std threshold are referred to a radiologist; the referral curve shows the macro "
-        "AUC on the images the model keeps as more uncertain images are referred."])]
+        "the spread (std) of its probabilities measures how unsure the model is. A finding "
+        "whose std exceeds the std threshold is flagged for a radiologist (the study's rule; "
+        "\"Images referred\" below). The referral curve ranks images by how many of their calls "
+        "the spread puts in doubt (the decision flip, below) and shows the macro AUC on the "
+        "images the model keeps as more of them are referred."])]
     rows = []
     for name in _models(context):
         evaluation = _get(context, "models", name, "eval")
@@ -93,14 +95,15 @@ def _uncertainty(context) -> list:
 
 
 def _referral_controls(context) -> list:
-    """Why referral helps or not: the std's gain beside controls (cxr.report.uncertainty)."""
+    """Why referral helps or not: the gain beside its controls (cxr.report.uncertainty)."""
     controls = {name: _get(context, "models", name, "referral_controls")
                 for name in _models(context)}
     controls = {name: entry for name, entry in controls.items() if isinstance(entry, Mapping)}
     if not controls:
         return []
     at = _num(next(iter(controls.values())).get("referred_fraction")) or 0.2
-    rows = [[display_name(name), _signed(_get(c, "gain_std")),
+    rows = [[display_name(name), _signed(_get(c, "gain_flip")),
+             _signed(_get(c, "gain_flip_mean_spread")), _signed(_get(c, "gain_std")),
              _signed(_get(c, "gain_top_probability")), _signed(_get(c, "gain_random")),
              f"{_auc(_get(c, 'auc_referred'))} / {_auc(_get(c, 'auc_kept'))}",
              _fixed(_get(c, "std_probability_spearman"), 2),
@@ -109,16 +112,23 @@ def _referral_controls(context) -> list:
              _percent(_get(c, "positives_referred_share"), 0)]
             for name, c in controls.items()]
     blocks: list = [Subheading("Why referral helps or not"), Paragraph([
-        f"The same {at:.0%} referral set beside controls computed from the same predictions: "
-        "referring the images with the highest predicted probability (max over findings; no "
-        "uncertainty used), and a random referral (mean gain of 200 draws). ",
-        Text("AUC referred / kept", bold=True), ": macro AUC among the referred images alone "
-        "and among those kept; a referral that picks the cases the model gets wrong has the "
-        "lower AUC among the referred. ", Text("Spearman", bold=True), ": rank correlation of "
-        "each image's max MC std with its max probability."]),
-        Table(["Model", "Gain, MC std", "Gain, most probable referred", "Gain, random",
-               "AUC referred / kept", "Spearman std vs probability",
-               "Abnormal among referred (all images)", "Test positives referred"], rows)]
+        f"The pipeline refers the {at:.0%} of images whose calls the MC-dropout spread puts "
+        "most in doubt (", Text("decision flip", bold=True), ": per finding, the chance that a "
+        "pass lands on the other side of the operating threshold, taking the spread as normal; "
+        "summed over findings). Beside it, from the same predictions: the same rule with each "
+        "finding's mean spread over the test images instead of the image's own (",
+        Text("margin only", bold=True), ": the distance to the threshold, no per-image "
+        "uncertainty); ranking by the max MC std over findings (the spread alone); referring "
+        "the images with the highest predicted probability (no uncertainty used); and a random "
+        "referral (mean gain of 200 draws). ", Text("AUC referred / kept", bold=True),
+        ": macro AUC among the images the decision flip refers and among those kept; a "
+        "referral that picks the cases the model gets wrong has the lower AUC among the "
+        "referred. ", Text("Spearman", bold=True), ": rank correlation of each image's max MC "
+        "std with its max probability."]),
+        Table(["Model", "Gain, decision flip", "Gain, margin only", "Gain, max MC std",
+               "Gain, most probable referred", "Gain, random", "AUC referred / kept",
+               "Spearman max std vs probability", "Abnormal among referred (all images)",
+               "Test positives referred"], rows)]
     blocks.append(Paragraph(_referral_reading(controls, at)))
     return blocks
 
@@ -128,24 +138,26 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
     parts: list = []
     rhos = [_num(c.get("std_probability_spearman")) for c in controls.values()]
     rhos = [rho for rho in rhos if rho is not None]
+    std_gains = [(display_name(n), _num(c.get("gain_std"))) for n, c in controls.items()]
+    std_gains = [(n, g) for n, g in std_gains if g is not None]
     if rhos and min(rhos) >= 0.7:
-        abnormal = [_num(c.get("abnormal_share_referred")) for c in controls.values()]
-        abnormal = [share for share in abnormal if share is not None]
         parts.append(
-            "In every model the MC std ranks images much as the predicted probability does "
+            "The max MC std ranks images much as the predicted probability does "
             f"(Spearman {_span(rhos, '.2f')}): dropout at the head spreads a finding's "
-            "probability most where the probability is high, so the images referred as "
-            "uncertain are mostly abnormal"
-            + (f" ({_span(abnormal, '.1%')} of them)" if abnormal else "") + ". ")
+            "probability most where the probability is high, so ranking by it refers mostly "
+            "abnormal images the model scores high"
+            + (" (gains " + _join([f"{n} {g:+.3f}" for n, g in std_gains]) + ")"
+               if std_gains else "")
+            + "; the decision flip asks instead whether the spread reaches the threshold. ")
     helped, hurt = [], []
     for name, c in controls.items():
-        gain = _num(c.get("gain_std"))
+        gain = _num(c.get("gain_flip"))
         referred, kept = _num(c.get("auc_referred")), _num(c.get("auc_kept"))
         if gain is None or referred is None or kept is None:
             continue
         (helped if gain > 0 else hurt).append((display_name(name), gain, referred, kept))
     if helped:
-        parts.append("Referral raises the AUC of the images kept for "
+        parts.append("Referral by decision flip raises the AUC of the images kept for "
                      + _join([f"{n} ({g:+.3f}; AUC {r:.3f} among the referred against "
                               f"{k:.3f} among the kept)" for n, g, r, k in helped])
                      + ("" if all(r < k for _, _, r, k in helped) else
@@ -161,10 +173,23 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
                 _join([f"{n} ({r:.3f} among the referred against {k:.3f} among the kept)"
                        for n, _, r, k in worse])
                 + (" ranks" if len(worse) == 1 else " rank")
-                + " the images referred no worse than those kept: the std does not single out "
-                "the cases the model gets wrong. As the std follows the probability, referring "
-                f"{at:.0%} of the images takes away mostly positives the model scores high, "
-                "and what is kept is harder to rank than the whole test set. ")
+                + " the images referred no worse than those kept: the spread does not single "
+                "out the cases the model gets wrong. ")
+    margins = [(display_name(n), _num(c.get("gain_flip")), _num(c.get("gain_flip_mean_spread")))
+               for n, c in controls.items()]
+    margins = [(n, f, m) for n, f, m in margins if f is not None and m is not None]
+    if margins:
+        more = [(n, f - m) for n, f, m in margins if f > m]
+        parts.append(
+            "With each finding's mean spread in place of the image's own, the gains are "
+            + _join([f"{n} {m:+.3f}" for n, _, m in margins]) + ": "
+            + ("the per-image spread adds to the distance from the threshold for "
+               + _join([f"{n} ({d:+.3f})" for n, d in more])
+               if more else "the per-image spread adds nothing to the distance from the "
+               "threshold for any model")
+            + ("" if len(more) in (0, len(margins)) else ", and nothing for the others")
+            + f" (at {at:.0%} referred, one test split: differences of a few thousandths are "
+            "within what another training run moves). ")
     return parts or ["No model has the numbers for a reading."]
 
 
