@@ -106,8 +106,19 @@ def test_the_uncertainty_section_shows_the_controls_and_says_why_a_gain_is_negat
     assert "Simple CNN (+0.008; AUC 0.860 among the referred against 0.910 among the kept)" \
         in section
     assert ("the gains are Simple CNN +0.005 and Fusion -0.013: the per-image spread adds to "
-            "the distance from the threshold for Simple CNN (+0.003), and nothing for the "
-            "others") in section
+            "the distance from the threshold for Simple CNN (+0.003) (at 20% referred") in section
+
+
+def test_the_reading_says_where_the_per_image_spread_takes_from_the_margin_and_tiny_gains():
+    context = {"models": {
+        "efficientnetb0": {"eval": {"macro_auc": 0.84},
+                           "referral_controls": _controls(0.0003, 0.80, 0.84, margin=0.016)},
+        "densenet121": {"eval": {"macro_auc": 0.85},
+                        "referral_controls": _controls(0.010, 0.78, 0.86, margin=0.012)}}}
+    markdown, _ = build.build_report(context)
+    assert "EfficientNetB0 (+0.0003; AUC 0.800 among the referred" in markdown
+    assert ("the per-image spread takes from it for DenseNet121 (-0.002) and EfficientNetB0 "
+            "(-0.016)") in markdown
 
 
 def test_the_uncertainty_section_has_no_controls_without_them():

@@ -158,7 +158,7 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
         (helped if gain > 0 else hurt).append((display_name(name), gain, referred, kept))
     if helped:
         parts.append("Referral by decision flip raises the AUC of the images kept for "
-                     + _join([f"{n} ({g:+.3f}; AUC {r:.3f} among the referred against "
+                     + _join([f"{n} ({_gain_text(g)}; AUC {r:.3f} among the referred against "
                               f"{k:.3f} among the kept)" for n, g, r, k in helped])
                      + ("" if all(r < k for _, _, r, k in helped) else
                         "; where the referred AUC is not the lower one, the gain comes from "
@@ -166,7 +166,7 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
                      + ". ")
     if hurt:
         worse = [(n, g, r, k) for n, g, r, k in hurt if r >= k]
-        parts.append("It lowers it for " + _join([f"{n} ({g:+.3f})" for n, g, _, _ in hurt])
+        parts.append("It lowers it for " + _join([f"{n} ({_gain_text(g)})" for n, g, _, _ in hurt])
                      + ". ")
         if worse:
             parts.append(
@@ -179,18 +179,22 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
                for n, c in controls.items()]
     margins = [(n, f, m) for n, f, m in margins if f is not None and m is not None]
     if margins:
-        more = [(n, f - m) for n, f, m in margins if f > m]
+        more = [f"{n} ({f - m:+.3f})" for n, f, m in margins if f - m >= 0.0005]
+        less = [f"{n} ({f - m:+.3f})" for n, f, m in margins if f - m <= -0.0005]
+        said = ([f"adds to the distance from the threshold for {_join(more)}"] if more else []) \
+            + ([f"takes from it for {_join(less)}"] if less else [])
         parts.append(
             "With each finding's mean spread in place of the image's own, the gains are "
-            + _join([f"{n} {m:+.3f}" for n, _, m in margins]) + ": "
-            + ("the per-image spread adds to the distance from the threshold for "
-               + _join([f"{n} ({d:+.3f})" for n, d in more])
-               if more else "the per-image spread adds nothing to the distance from the "
-               "threshold for any model")
-            + ("" if len(more) in (0, len(margins)) else ", and nothing for the others")
+            + _join([f"{n} {_gain_text(m)}" for n, _, m in margins]) + ": the per-image spread "
+            + (" and ".join(said) if said else "changes them by less than 0.0005")
             + f" (at {at:.0%} referred, one test split: differences of a few thousandths are "
             "within what another training run moves). ")
     return parts or ["No model has the numbers for a reading."]
+
+
+def _gain_text(gain: float) -> str:
+    """A gain to three decimals, or four where three would print a nonzero gain as 0.000."""
+    return f"{gain:+.4f}" if 0 < abs(gain) < 0.0005 else f"{gain:+.3f}"
 
 
 def _span(values: list[float], spec: str) -> str:
