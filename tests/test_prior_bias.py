@@ -15,6 +15,11 @@ def test_prior_logits_are_the_log_odds_of_the_training_prevalence():
 
 
 def test_a_prior_biased_model_predicts_the_prevalence_before_training():
+    import keras
+
+    # Seeded: the random kernels move the mean by up to ~0.09 from the prior, depending on the
+    # global random state the tests before this one leave behind (seeds 0-7: 0.03-0.08).
+    keras.utils.set_random_seed(0)
     model = build("simple_cnn", image_size=32)
     labels = np.zeros((200, 14))
     for k in range(14):
