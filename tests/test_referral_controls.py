@@ -117,6 +117,7 @@ def test_the_reading_says_where_the_per_image_spread_takes_from_the_margin_and_t
                         "referral_controls": _controls(0.010, 0.78, 0.86, margin=0.012)}}}
     markdown, _ = build.build_report(context)
     assert "EfficientNetB0 (+0.0003; AUC 0.800 among the referred" in markdown
+    assert "| EfficientNetB0 | +0.0003 | +0.016 |" in markdown  # the controls table's first gain
     assert ("the per-image spread takes from it for DenseNet121 (-0.002) and EfficientNetB0 "
             "(-0.016)") in markdown
 

@@ -79,7 +79,7 @@ def _uncertainty(context) -> list:
         rows.append([display_name(name), _int(_get(mc, "passes")),
                      _fixed(_get(mc, "threshold")), _percent(_get(mc, "referred_images_fraction")),
                      _fixed(_get(mc, "mean_std")), _auc(_curve_auc(curve, 0.0)),
-                     _auc(_curve_auc(curve, 0.2)), _signed(_get(referral, "gain_at_20"))])
+                     _auc(_curve_auc(curve, 0.2)), _gain_cell(_get(referral, "gain_at_20"))])
     if rows:
         blocks.append(Table(["Model", "MC passes", "Std threshold", "Images referred",
                              "Mean std", "Macro AUC, all images", "Macro AUC, 20% referred",
@@ -102,9 +102,9 @@ def _referral_controls(context) -> list:
     if not controls:
         return []
     at = _num(next(iter(controls.values())).get("referred_fraction")) or 0.2
-    rows = [[display_name(name), _signed(_get(c, "gain_flip")),
-             _signed(_get(c, "gain_flip_mean_spread")), _signed(_get(c, "gain_std")),
-             _signed(_get(c, "gain_top_probability")), _signed(_get(c, "gain_random")),
+    rows = [[display_name(name), _gain_cell(_get(c, "gain_flip")),
+             _gain_cell(_get(c, "gain_flip_mean_spread")), _gain_cell(_get(c, "gain_std")),
+             _gain_cell(_get(c, "gain_top_probability")), _signed(_get(c, "gain_random")),
              f"{_auc(_get(c, 'auc_referred'))} / {_auc(_get(c, 'auc_kept'))}",
              _fixed(_get(c, "std_probability_spearman"), 2),
              f"{_percent(_get(c, 'abnormal_share_referred'))} "
@@ -190,6 +190,12 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
             + f" (at {at:.0%} referred, one test split: differences of a few thousandths are "
             "within what another training run moves). ")
     return parts or ["No model has the numbers for a reading."]
+
+
+def _gain_cell(value) -> str:
+    """A table cell for a gain: :func:`_gain_text`, or the missing mark."""
+    gain = _num(value)
+    return _signed(None) if gain is None else _gain_text(gain)
 
 
 def _gain_text(gain: float) -> str:
