@@ -30,6 +30,7 @@ from cxr.report.formatting import (
     _param_text,
     _percent,
     _signed,
+    _signed_gain,
 )
 from cxr.report.headline import _bold_best
 
@@ -79,7 +80,7 @@ def _uncertainty(context) -> list:
         rows.append([display_name(name), _int(_get(mc, "passes")),
                      _fixed(_get(mc, "threshold")), _percent(_get(mc, "referred_images_fraction")),
                      _fixed(_get(mc, "mean_std")), _auc(_curve_auc(curve, 0.0)),
-                     _auc(_curve_auc(curve, 0.2)), _gain_cell(_get(referral, "gain_at_20"))])
+                     _auc(_curve_auc(curve, 0.2)), _signed_gain(_get(referral, "gain_at_20"))])
     if rows:
         blocks.append(Table(["Model", "MC passes", "Std threshold", "Images referred",
                              "Mean std", "Macro AUC, all images", "Macro AUC, 20% referred",
@@ -102,9 +103,9 @@ def _referral_controls(context) -> list:
     if not controls:
         return []
     at = _num(next(iter(controls.values())).get("referred_fraction")) or 0.2
-    rows = [[display_name(name), _gain_cell(_get(c, "gain_flip")),
-             _gain_cell(_get(c, "gain_flip_mean_spread")), _gain_cell(_get(c, "gain_std")),
-             _gain_cell(_get(c, "gain_top_probability")), _signed(_get(c, "gain_random")),
+    rows = [[display_name(name), _signed_gain(_get(c, "gain_flip")),
+             _signed_gain(_get(c, "gain_flip_mean_spread")), _signed_gain(_get(c, "gain_std")),
+             _signed_gain(_get(c, "gain_top_probability")), _signed(_get(c, "gain_random")),
              f"{_auc(_get(c, 'auc_referred'))} / {_auc(_get(c, 'auc_kept'))}",
              _fixed(_get(c, "std_probability_spearman"), 2),
              f"{_percent(_get(c, 'abnormal_share_referred'))} "
@@ -158,7 +159,7 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
         (helped if gain > 0 else hurt).append((display_name(name), gain, referred, kept))
     if helped:
         parts.append("Referral by decision flip raises the AUC of the images kept for "
-                     + _join([f"{n} ({_gain_text(g)}; AUC {r:.3f} among the referred against "
+                     + _join([f"{n} ({_signed_gain(g)}; AUC {r:.3f} among the referred against "
                               f"{k:.3f} among the kept)" for n, g, r, k in helped])
                      + ("" if all(r < k for _, _, r, k in helped) else
                         "; where the referred AUC is not the lower one, the gain comes from "
@@ -166,7 +167,7 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
                      + ". ")
     if hurt:
         worse = [(n, g, r, k) for n, g, r, k in hurt if r >= k]
-        parts.append("It lowers it for " + _join([f"{n} ({_gain_text(g)})" for n, g, _, _ in hurt])
+        parts.append("It lowers it for " + _join([f"{n} ({_signed_gain(g)})" for n, g, _, _ in hurt])
                      + ". ")
         if worse:
             parts.append(
@@ -185,22 +186,11 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
             + ([f"takes from it for {_join(less)}"] if less else [])
         parts.append(
             "With each finding's mean spread in place of the image's own, the gains are "
-            + _join([f"{n} {_gain_text(m)}" for n, _, m in margins]) + ": the per-image spread "
+            + _join([f"{n} {_signed_gain(m)}" for n, _, m in margins]) + ": the per-image spread "
             + (" and ".join(said) if said else "changes them by less than 0.0005")
             + f" (at {at:.0%} referred, one test split: differences of a few thousandths are "
             "within what another training run moves). ")
     return parts or ["No model has the numbers for a reading."]
-
-
-def _gain_cell(value) -> str:
-    """A table cell for a gain: :func:`_gain_text`, or the missing mark."""
-    gain = _num(value)
-    return _signed(None) if gain is None else _gain_text(gain)
-
-
-def _gain_text(gain: float) -> str:
-    """A gain to three decimals, or four where three would print a nonzero gain as 0.000."""
-    return f"{gain:+.4f}" if 0 < abs(gain) < 0.0005 else f"{gain:+.3f}"
 
 
 def _span(values: list[float], spec: str) -> str:

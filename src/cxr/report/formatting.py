@@ -109,6 +109,15 @@ def _signed(value, digits: int = 3) -> str:
     return f"{round(value, digits) + 0.0:+.{digits}f}"  # + 0.0 turns -0.0 into 0.0
 
 
+def _signed_gain(value) -> str:
+    """:func:`_signed` to three decimals, or four where three would print a nonzero gain as
+    +0.000 (an AUC gain of 0.0003 is still a gain, and its sign is the point)."""
+    value = _num(value)
+    if value is not None and 0 < abs(value) < 0.0005:
+        return _signed(value, 4)
+    return _signed(value)
+
+
 def _ci_text(evaluation) -> str:
     low, high = _num(evaluation.get("macro_auc_ci_low")), _num(evaluation.get("macro_auc_ci_high"))
     return "" if low is None or high is None else f" (95% CI {low:.3f}–{high:.3f})"
