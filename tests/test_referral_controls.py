@@ -76,11 +76,11 @@ def test_controls_are_reproducible_for_a_seed_and_check_their_input():
         referral_controls(y, score, std, HALF[:2], LABELS3)
 
 
-def _controls(gain, referred, kept, margin=None, std_gain=None):
+def _controls(gain, referred, kept, margin=None, std_gain=None, random=0.0):
     return {"referred_fraction": 0.2, "referred_images": 20, "gain_flip": gain,
             "gain_flip_mean_spread": gain if margin is None else margin,
             "gain_std": gain if std_gain is None else std_gain,
-            "gain_top_probability": gain, "gain_random": 0.0, "auc_referred": referred,
+            "gain_top_probability": gain, "gain_random": random, "auc_referred": referred,
             "auc_kept": kept, "std_probability_spearman": 0.85,
             "abnormal_share_referred": 0.95, "abnormal_share_all": 0.5,
             "positives_referred_share": 0.46}
@@ -112,12 +112,14 @@ def test_the_uncertainty_section_shows_the_controls_and_says_why_a_gain_is_negat
 def test_the_reading_says_where_the_per_image_spread_takes_from_the_margin_and_tiny_gains():
     context = {"models": {
         "efficientnetb0": {"eval": {"macro_auc": 0.84},
-                           "referral_controls": _controls(0.0003, 0.80, 0.84, margin=0.016)},
+                           "referral_controls": _controls(0.0003, 0.80, 0.84, margin=0.016,
+                                                          random=-0.00011)},
         "densenet121": {"eval": {"macro_auc": 0.85},
                         "referral_controls": _controls(0.010, 0.78, 0.86, margin=0.012)}}}
     markdown, _ = build.build_report(context)
     assert "EfficientNetB0 (+0.0003; AUC 0.800 among the referred" in markdown
     assert "| EfficientNetB0 | +0.0003 | +0.016 |" in markdown  # the controls table's first gain
+    assert "| +0.0003 | -0.0001 | 0.800 / 0.840 |" in markdown  # the random control too
     assert ("the per-image spread takes from it for DenseNet121 (-0.002) and EfficientNetB0 "
             "(-0.016)") in markdown
 

@@ -29,7 +29,6 @@ from cxr.report.formatting import (
     _num,
     _param_text,
     _percent,
-    _signed,
     _signed_gain,
 )
 from cxr.report.headline import _bold_best
@@ -105,7 +104,7 @@ def _referral_controls(context) -> list:
     at = _num(next(iter(controls.values())).get("referred_fraction")) or 0.2
     rows = [[display_name(name), _signed_gain(_get(c, "gain_flip")),
              _signed_gain(_get(c, "gain_flip_mean_spread")), _signed_gain(_get(c, "gain_std")),
-             _signed_gain(_get(c, "gain_top_probability")), _signed(_get(c, "gain_random")),
+             _signed_gain(_get(c, "gain_top_probability")), _signed_gain(_get(c, "gain_random")),
              f"{_auc(_get(c, 'auc_referred'))} / {_auc(_get(c, 'auc_kept'))}",
              _fixed(_get(c, "std_probability_spearman"), 2),
              f"{_percent(_get(c, 'abnormal_share_referred'))} "
