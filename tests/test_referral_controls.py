@@ -120,6 +120,7 @@ def test_the_reading_says_where_the_per_image_spread_takes_from_the_margin_and_t
     assert "EfficientNetB0 (+0.0003; AUC 0.800 among the referred" in markdown
     assert "| EfficientNetB0 | +0.0003 | +0.016 |" in markdown  # the controls table's first gain
     assert "| +0.0003 | -0.0001 | 0.800 / 0.840 |" in markdown  # the random control too
+    assert "(gains DenseNet121 +0.010 and EfficientNetB0 +0.0003)" in markdown  # max std's too
     assert ("the per-image spread takes from it for DenseNet121 (-0.002) and EfficientNetB0 "
             "(-0.016)") in markdown
 

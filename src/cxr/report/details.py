@@ -146,7 +146,7 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
             f"(Spearman {_span(rhos, '.2f')}): dropout at the head spreads a finding's "
             "probability most where the probability is high, so ranking by it refers mostly "
             "abnormal images the model scores high"
-            + (" (gains " + _join([f"{n} {g:+.3f}" for n, g in std_gains]) + ")"
+            + (" (gains " + _join([f"{n} {_signed_gain(g)}" for n, g in std_gains]) + ")"
                if std_gains else "")
             + "; the decision flip asks instead whether the spread reaches the threshold. ")
     helped, hurt = [], []
@@ -179,8 +179,8 @@ def _referral_reading(controls: Mapping[str, Mapping], at: float) -> list:
                for n, c in controls.items()]
     margins = [(n, f, m) for n, f, m in margins if f is not None and m is not None]
     if margins:
-        more = [f"{n} ({f - m:+.3f})" for n, f, m in margins if f - m >= 0.0005]
-        less = [f"{n} ({f - m:+.3f})" for n, f, m in margins if f - m <= -0.0005]
+        more = [f"{n} ({_signed_gain(f - m)})" for n, f, m in margins if f - m >= 0.0005]
+        less = [f"{n} ({_signed_gain(f - m)})" for n, f, m in margins if f - m <= -0.0005]
         said = ([f"adds to the distance from the threshold for {_join(more)}"] if more else []) \
             + ([f"takes from it for {_join(less)}"] if less else [])
         parts.append(
