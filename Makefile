@@ -38,7 +38,10 @@ lock: | $(STAMP)
 lock-check: | $(STAMP)
 	$(BIN)/python tools/lock.py check
 
+# The params file and the inputs it names are checked first: a missing key or file is one
+# clear error instead of DVC's.
 repro: setup
+	$(BIN)/python -m cxr.params params.yaml
 	$(BIN)/dvc repro
 
 test: setup

@@ -90,7 +90,9 @@ def two_phase(name: str, images, labels, batch: int, folder: Path) -> dict:
                                                                              zoom=0.0))
     val = make_dataset_from_store(images, np.arange(split, len(images)), labels[split:], batch)
     config = TrainConfig(head_epochs=1, finetune_epochs=1, head_learning_rate=1e-3,
-                         finetune_learning_rate=1e-4, patience=2, jit_compile=True)
+                         finetune_learning_rate=1e-4, patience=2, reduce_lr_patience=2,
+                         reduce_lr_factor=0.5, min_learning_rate=1e-5, schedule="plateau",
+                         warmup_epochs=0, weight_decay=0.0, jit_compile=True)
     started = time.perf_counter()
     history = train_two_phase(model, train, val, build_loss("focal"), config, folder / name,
                               verbose=0, strategy=runtime.distribution_strategy("default"))

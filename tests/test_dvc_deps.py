@@ -4,10 +4,7 @@ The stage scripts' imports are followed statically (every `import cxr...`, `from
 and `import _common`, in the script and, transitively, in each project module it reaches, lazy
 imports inside functions too), and each file found must be a stage dependency, listed itself or
 under a listed folder. A file left out would let `dvc repro` call a stage up to date after its
-code changed. Two kinds of files are exempt, each for a reason:
-- `src/cxr/model_defaults.py`: default values that params.yaml always overrides
-  (tests/test_params.py), so they never reach a stage; DVC tracks the values as params;
-- an `__init__.py` that imports nothing (a docstring, a version string).
+code changed. Exempt: an `__init__.py` that imports nothing (a docstring, a version string).
 Names that `cxr.models` resolves lazily (its `_WHERE` map) count as imports of their submodule.
 """
 
@@ -21,7 +18,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
-NOT_DEPENDENCIES = {"src/cxr/model_defaults.py"}
+NOT_DEPENDENCIES: set[str] = set()
 
 
 def _module_file(module: str) -> Path | None:
@@ -120,5 +117,5 @@ def test_every_file_a_stage_runs_is_a_declared_dependency(stage):
 
 def test_the_import_walk_sees_lazy_and_relative_imports():
     files = {p.relative_to(REPO).as_posix() for p in _code_files(REPO / "stages/train.py")}
-    assert {"stages/_common.py", "src/cxr/params.py", "src/cxr/model_defaults.py",
+    assert {"stages/_common.py", "src/cxr/params.py",
             "src/cxr/training/fit.py", "src/cxr/models/backbones.py"} <= files

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from train_configs import BASE
 
 WORKER = textwrap.dedent("""
     import os
@@ -29,6 +30,8 @@ WORKER = textwrap.dedent("""
     from cxr.models import build
     from cxr.training.fit import TrainConfig, train_two_phase
     from cxr.training.losses import build_loss
+    def train_config(**overrides):  # the tests' base (tests/train_configs.py)
+        return TrainConfig(**{**BASE, **overrides})
     out, checkpoints = sys.argv[1], sys.argv[2]
     epochs, kill_after = int(sys.argv[3]), int(sys.argv[4])  # kill_after 0: never
     with strategy.scope():
@@ -51,7 +54,7 @@ WORKER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
 
     history = train_two_phase(model, train_data, val, build_loss("focal"),
-                              TrainConfig(head_epochs=epochs, finetune_epochs=0), checkpoints,
+                              train_config(head_epochs=epochs, finetune_epochs=0), checkpoints,
                               on_epoch=on_epoch, strategy=strategy, seed=3, verbose=2)
     np.savez(out, *model.get_weights())
     np.savez(out.replace(".npz", "_initial.npz"), *initial)
@@ -83,7 +86,7 @@ def run_pair(tmp_path, run: str, checkpoints, epochs: int, kill_after: int = 0):
             log = (tmp_path / f"{run}-worker{index}.log").open("w")
             logs.append(log)
             workers.append(subprocess.Popen(
-                [sys.executable, "-c", WORKER, str(tmp_path / f"{run}-w{index}.npz"),
+                [sys.executable, "-c", f"BASE = {BASE!r}\n" + WORKER, str(tmp_path / f"{run}-w{index}.npz"),
                  str(checkpoints), str(epochs), str(kill_after)],
                 env=env, stdout=log, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + 300

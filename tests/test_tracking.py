@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from train_configs import train_config
 
 from cxr import tracking
 from cxr.models import build
-from cxr.training.fit import TrainConfig, train_two_phase
+from cxr.training.fit import train_two_phase
 from cxr.training.losses import build_loss
 
 
@@ -109,7 +110,7 @@ def test_tiny_training_logged_to_a_real_mlflow_server(tmp_path):
         with tracking.start_run(uri, "server-test", "train@simple_cnn", {"seed": 1},
                                 {"model": "simple_cnn"}, tmp_path) as run:
             history = train_two_phase(
-                model, data, data, build_loss("focal"), TrainConfig(head_epochs=2,
+                model, data, data, build_loss("focal"), train_config(head_epochs=2,
                                                                     finetune_epochs=0),
                 tmp_path / "ckpt", verbose=0,
                 on_epoch=lambda phase, row: run.log_metrics(

@@ -4,14 +4,16 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from train_configs import train_config
 
 from cxr.models import build
-from cxr.training.fit import NaNLossError, TrainConfig, train_two_phase
+from cxr.training.fit import NaNLossError, train_two_phase
 from cxr.training.losses import build_loss
 
 N_LABELS = 14
@@ -63,7 +65,7 @@ def test_phase_one_freezes_backbone_and_bn_statistics_phase_two_trains_them(tmp_
     before = weights_of(backbone)
     head_before = weights_of(model.get_layer("predictions"))
     train, val = datasets()
-    config = TrainConfig(head_epochs=2, finetune_epochs=0, patience=5)
+    config = train_config(head_epochs=2, finetune_epochs=0, patience=5)
     history = train_two_phase(model, train, val, build_loss("bce"), config, tmp_path / "a",
                               verbose=0)
     assert list(history) == ["head"] and len(history["head"]) == 2
@@ -73,7 +75,7 @@ def test_phase_one_freezes_backbone_and_bn_statistics_phase_two_trains_them(tmp_
     assert not np.array_equal(head_before[0], weights_of(model.get_layer("predictions"))[0])
 
     model2 = tiny_backbone_model()
-    config2 = TrainConfig(head_epochs=1, finetune_epochs=2, finetune_learning_rate=1e-2,
+    config2 = train_config(head_epochs=1, finetune_epochs=2, finetune_learning_rate=1e-2,
                           patience=5)
     history2 = train_two_phase(model2, train, val, build_loss("bce"), config2, tmp_path / "b",
                                verbose=0)
@@ -88,7 +90,7 @@ def test_history_rows_hold_train_and_val_loss_and_auc_and_learning(tmp_path):
     model = tiny_backbone_model()
     train, val = datasets(n=128)
     # 6 epochs: at 4 this tiny net sat near 0.6 or above it depending on the dropout stream
-    config = TrainConfig(head_epochs=6, finetune_epochs=0, head_learning_rate=1e-2, patience=5)
+    config = train_config(head_epochs=6, finetune_epochs=0, head_learning_rate=1e-2, patience=5)
     history = train_two_phase(model, train, val, build_loss("bce"), config, tmp_path, verbose=0)
     rows = history["head"]
     assert {"loss", "auc", "val_loss", "val_auc", "learning_rate", "epoch"} <= set(rows[0])
@@ -97,7 +99,7 @@ def test_history_rows_hold_train_and_val_loss_and_auc_and_learning(tmp_path):
 
 def test_resume_after_a_kill_continues_where_it_stopped(tmp_path):
     train, val = datasets()
-    config = TrainConfig(head_epochs=4, finetune_epochs=0, patience=10)
+    config = train_config(head_epochs=4, finetune_epochs=0, patience=10)
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -140,7 +142,7 @@ def test_early_stopping_restores_best_weights(tmp_path):
     train, val = datasets()
     # A learning rate this large makes val AUC wander; patience 1 must stop early and
     # restore the weights of the best epoch, not keep the last.
-    config = TrainConfig(head_epochs=8, finetune_epochs=0, head_learning_rate=1.0, patience=1)
+    config = train_config(head_epochs=8, finetune_epochs=0, head_learning_rate=1.0, patience=1)
     history = train_two_phase(model, train, val, build_loss("bce"), config, tmp_path, verbose=0)
     best = max(r["val_auc"] for r in history["head"])
     model.compile(metrics=[keras.metrics.AUC(multi_label=True, num_labels=N_LABELS)],
@@ -156,7 +158,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
     y[0, 0] = np.nan
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     _, val = datasets()
-    config = TrainConfig(head_epochs=1, finetune_epochs=0)
+    config = train_config(head_epochs=1, finetune_epochs=0)
     with pytest.raises(NaNLossError, match="loss is nan in phase 'head', epoch 1, batch 1"):
         train_two_phase(model, train, val, build_loss("bce"), config, tmp_path, verbose=0)
 
@@ -172,7 +174,7 @@ def test_two_cpu_runs_of_the_simple_cnn_give_identical_weights(tmp_path):
         x = np.concatenate([x, x], axis=1)[:, :32, :, :]
         x = np.concatenate([x, x], axis=2)[:, :, :32, :]
         train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(32, seed=7).batch(8)
-        config = TrainConfig(head_epochs=2, finetune_epochs=0)
+        config = train_config(head_epochs=2, finetune_epochs=0)
         train_two_phase(model, train, train, build_loss("focal"), config, tmp_path / str(attempt),
                         verbose=0)
         finals.append(model.get_weights())
@@ -190,7 +192,10 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         from cxr.training import runtime
         from cxr.training.losses import build_loss
         from cxr.models import build
-        from cxr.training.fit import TrainConfig, train_two_phase
+        from cxr.training.fit import train_two_phase
+        import sys
+        sys.path.insert(0, r"{Path(__file__).parent}")
+        from train_configs import train_config
         runtime.configure(seed=1)
         strategy = runtime.distribution_strategy("mirrored")
         assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
@@ -200,7 +205,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         y = (x[:, :, :16].mean(axis=(1, 2, 3)) > 127).astype("float32")[:, None].repeat(14, 1)
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
         history = train_two_phase(model, data, data, build_loss("focal"),
-                                  TrainConfig(head_epochs=1, finetune_epochs=0),
+                                  train_config(head_epochs=1, finetune_epochs=0),
                                   r"{tmp_path}", verbose=0)
         print("REPLICAS", strategy.num_replicas_in_sync, "EPOCHS", len(history["head"]))
     """)
@@ -213,7 +218,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 def test_epoch_rows_carry_the_run_wide_step_and_the_log_names_each_phase_epoch(
         tmp_path, capsys):
     train, val = datasets()
-    config = TrainConfig(head_epochs=2, finetune_epochs=2, patience=10)
+    config = train_config(head_epochs=2, finetune_epochs=2, patience=10)
     seen = []
     train_two_phase(tiny_backbone_model(), train, val, build_loss("bce"), config, tmp_path,
                     on_epoch=lambda phase, row: seen.append((phase, row["epoch"], row["step"])),
@@ -248,8 +253,9 @@ RESUME_SCRIPT = textwrap.dedent("""
     from cxr.training import runtime
     runtime.configure(seed=5)
     from test_training import tiny_backbone_model
+    from train_configs import train_config
     from cxr.data.loading import Augmentation, make_dataset_from_store
-    from cxr.training.fit import TrainConfig, train_two_phase
+    from cxr.training.fit import train_two_phase
     from cxr.training.losses import build_loss
     mode, checkpoints = sys.argv[1], sys.argv[2]
     rng = np.random.default_rng(0)
@@ -263,7 +269,7 @@ RESUME_SCRIPT = textwrap.dedent("""
 
     val = make_dataset_from_store(images, np.arange(64, 96), labels[64:], 16)
     schedule = sys.argv[4]
-    config = TrainConfig(head_epochs=1, finetune_epochs=3, finetune_learning_rate=1e-2,
+    config = train_config(head_epochs=1, finetune_epochs=3, finetune_learning_rate=1e-2,
                          patience=9, reduce_lr_patience=1, schedule=schedule,
                          warmup_epochs=int(schedule == "cosine"))
 
@@ -467,7 +473,7 @@ def test_train_two_phase_uses_the_config_s_weight_decay_in_every_phase(tmp_path)
     """TrainConfig.weight_decay reaches the optimizer of both phases (AdamW); 0 keeps Adam."""
     train, val = datasets()
     model = tiny_backbone_model()
-    config = TrainConfig(head_epochs=1, finetune_epochs=1, finetune_learning_rate=1e-3,
+    config = train_config(head_epochs=1, finetune_epochs=1, finetune_learning_rate=1e-3,
                          weight_decay=0.1)
     seen = []
     train_two_phase(model, train, val, build_loss("bce"), config, tmp_path / "wd", verbose=0,
@@ -475,6 +481,6 @@ def test_train_two_phase_uses_the_config_s_weight_decay_in_every_phase(tmp_path)
                         (phase, type(model.optimizer).__name__, model.optimizer.weight_decay)))
     assert seen == [("head", "AdamW", 0.1), ("finetune", "AdamW", 0.1)]
     model = tiny_backbone_model()
-    train_two_phase(model, train, val, build_loss("bce"), TrainConfig(head_epochs=1,
+    train_two_phase(model, train, val, build_loss("bce"), train_config(head_epochs=1,
                     finetune_epochs=0), tmp_path / "adam", verbose=0)
     assert type(model.optimizer) is keras.optimizers.Adam

@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-
-from cxr.model_defaults import MODEL_DEFAULTS
 
 
 class ParamsError(ValueError):
@@ -25,89 +24,144 @@ class ParamsError(ValueError):
 
 
 # --------------------------------------------------------------------------- schema
+# The schema holds types, ranges and allowed values; the values themselves live in params.yaml
+# and in each complete file in configs/. No field has a default: a file that leaves a key out is
+# an error naming it, so a config can never silently train with another config's value.
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A range check on one value: ``test(value)`` must hold, else "expected ``expected``"."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+
+def rule(test: Callable[[Any], bool], expected: str):
+    """A required dataclass field that carries its check (read by :func:`_build`)."""
+    return field(metadata={"rule": Rule(test, expected)})
+
+
+def at_least(minimum: int):
+    return rule(lambda v: v >= minimum, "a positive integer" if minimum == 1
+                else f"at least {minimum}")
+
+
+def non_negative():
+    return rule(lambda v: v >= 0, "a non-negative number")
+
+
+def positive():
+    return rule(lambda v: v > 0, "a positive number")
+
+
+def fraction(low_open: bool = False, high_open: bool = True, what: str = "a fraction"):
+    """A number in [0, 1), (0, 1], ... (NaN fails every comparison, so it is refused too)."""
+    low, high = ("(" if low_open else "["), (")" if high_open else "]")
+    return rule(lambda v: (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1),
+                f"{what} in {low}0, 1{high}")
+
+
+@dataclass(frozen=True)
+class BoxFrame:
+    """The pixel frame the box file's coordinates are written in (NIH: its 1024 x 1024 PNGs),
+    whatever the size of the image files on disk."""
+
+    width: int = at_least(1)
+    height: int = at_least(1)
 
 
 @dataclass(frozen=True)
 class DataParams:
-    source: Literal["phantoms", "nih"] = "phantoms"
-    csv: str = "data/raw/phantoms/Data_Entry_2017.csv"
+    source: Literal["phantoms", "nih"]
+    csv: str
     # searched recursively: the download (and the phantoms) nest images_001/images/*.png
-    images_dir: str = "data/raw/phantoms"
-    bbox_csv: str = "data/raw/phantoms/BBox_List_2017.csv"
+    images_dir: str
+    bbox_csv: str
+    bbox_frame: BoxFrame
     # false = labels-only: ingest/sample/split read the CSV alone (plan splits before the
     # 45 GB download has finished). Training needs the images.
-    check_images: bool = True
+    check_images: bool
 
 
 @dataclass(frozen=True)
 class PhantomParams:
-    n_patients: int = 4000
-    image_size: int = 256
-    label_noise: float = 0.02
+    n_patients: int = at_least(1)
+    image_size: int = at_least(32)
+    label_noise: float = rule(lambda v: 0 <= v < 0.5, "a fraction in [0, 0.5)")
     # Each sign's strength is drawn uniformly in [strength_min, strength_max]; low = subtle.
-    strength_min: float = 0.15
-    strength_max: float = 1.0
-    processes: int = 2
+    strength_min: float = fraction(high_open=False)
+    strength_max: float = fraction(high_open=False)
+    processes: int = at_least(1)
 
 
 @dataclass(frozen=True)
 class BaselineParams:
     """The linear baseline stage (cxr.evaluation.baseline)."""
 
-    thumbnail: int = 16           # side of the thumbnails; pipeline.image_size a multiple of it
-    regularization: float = 0.05  # scikit-learn's C: inverse L2 strength
+    thumbnail: int = at_least(1)     # side of the thumbnails; pipeline.image_size a multiple
+    regularization: float = positive()  # scikit-learn's C: inverse L2 strength
 
 
 @dataclass(frozen=True)
 class SampleParams:
-    patient_fraction: float = 0.5
+    patient_fraction: float = fraction(low_open=True, high_open=False, what="a number")
 
 
 @dataclass(frozen=True)
 class SplitFractions:
-    train: float = 0.7
-    val: float = 0.1
-    test: float = 0.2
+    train: float = rule(lambda v: v > 0, "a positive fraction")
+    val: float = rule(lambda v: v >= 0, "a non-negative fraction")
+    test: float = rule(lambda v: v >= 0, "a non-negative fraction")
 
     def as_tuple(self) -> tuple[float, float, float]:
         return (self.train, self.val, self.test)
+
+
+# Where NIH publishes ChestX-ray14 and its official lists (named in errors).
+NIH_DOWNLOAD = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
 
 
 @dataclass(frozen=True)
 class SplitParams:
     # iterative: iterative stratification (patient-level unless by_patient is false);
     # official: NIH's train_val_list.txt / test_list.txt, val carved from train_val by patient.
-    method: Literal["iterative", "official"] = "iterative"
-    by_patient: bool = True
+    method: Literal["iterative", "official"]
+    by_patient: bool
     # weighted: our iterative stratification balancing images while assigning whole patients;
     # iterstrat: iterstrat's MultilabelStratifiedShuffleSplit on one row per patient.
-    stratifier: Literal["weighted", "iterstrat"] = "weighted"
-    fractions: SplitFractions = field(default_factory=SplitFractions)
-    official_train_val_list: str = "configs/no_official_list.txt"
-    official_test_list: str = "configs/no_official_list.txt"
+    stratifier: Literal["weighted", "iterstrat"]
+    fractions: SplitFractions
+    # NIH's lists; with method iterative both name the empty placeholder below, so that no
+    # stage depends on files a user need not have.
+    official_train_val_list: str
+    official_test_list: str
+
+
+# The empty file the split stage depends on when it reads no official list (dvc.yaml needs a
+# path either way).
+NO_OFFICIAL_LIST = "configs/no_official_list.txt"
 
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Keras preprocessing-layer factors (rotation: a fraction of 2 pi). The study's rotation
-    and zoom (0.1 each) are in configs/nih-paper.yaml; params.yaml says why they are off on the
-    phantoms."""
+    """Keras preprocessing-layer factors (rotation: a fraction of 2 pi)."""
 
-    flip: bool = True
-    rotation: float = 0.0
-    zoom: float = 0.0
-    brightness: float = 0.1
+    flip: bool
+    rotation: float = fraction(what="a factor")
+    zoom: float = fraction(what="a factor")
+    brightness: float = fraction(what="a factor")
 
 
 @dataclass(frozen=True)
 class PipelineParams:
-    image_size: int = 64
-    batch_size: int = 32
-    augment: AugmentParams = field(default_factory=AugmentParams)
+    image_size: int = at_least(32)
+    batch_size: int = at_least(1)
+    augment: AugmentParams
     # Explicit parallelism instead of AUTOTUNE: autotuned pipelines were seen to stall for
     # seconds at the end of fit/predict on small CPUs.
-    parallel_calls: int = 2
-    prefetch: int = 2
+    parallel_calls: int = at_least(1)
+    prefetch: int = at_least(1)
 
 
 @dataclass(frozen=True)
@@ -115,119 +169,127 @@ class PrepareParams:
     """The prepare stage: every image decoded and resized once (cxr.data.prepare)."""
 
     # Decoding threads; the store's bytes do not depend on it.
-    processes: int = 2
+    processes: int = at_least(1)
 
 
 @dataclass(frozen=True)
 class TrainParams:
     """Settings shared by every model's training."""
 
-    # Backbone weights: "none" (random init; the embedded default: no internet here),
-    # "imagenet" (Keras download + cache), a path to a local weights file, or a path to a
-    # directory holding the Keras ImageNet no-top files of the model's backbones under their
-    # Keras names (offline ImageNet; fusion needs the DenseNet121 and EfficientNetB3 files).
-    weights: str = "none"
-    mixed_precision: bool = False     # GPUs: 16-bit compute, float32 variables and outputs
+    # Backbone weights: "none" (random init), "imagenet" (Keras download + cache), a path to a
+    # local weights file, or a path to a directory holding the Keras ImageNet no-top files of
+    # the model's backbones under their Keras names (offline ImageNet).
+    weights: str
+    mixed_precision: bool             # GPUs: 16-bit compute, float32 variables and outputs
     # The policy used when mixed_precision is true: float16 (loss-scaled; V100 and later)
     # or bfloat16 (float32's range; Ampere GPUs and later, TPUs).
-    precision_policy: Literal["mixed_float16", "mixed_bfloat16"] = "mixed_float16"
-    jit_compile: bool = False         # GPUs: XLA
-    strategy: Literal["default", "mirrored", "multiworker"] = "default"
-    deterministic: bool = True        # op determinism (slower on GPU; free on CPU)
-    verbose: int = 2
-    # Start the output bias at each finding's log-odds in the training split (Lin et al.):
-    # the first step already predicts "rare", so no feature has to learn the prior.
-    prior_bias: bool = True
+    precision_policy: Literal["mixed_float16", "mixed_bfloat16"]
+    jit_compile: bool                 # GPUs: XLA
+    strategy: Literal["default", "mirrored", "multiworker"]
+    deterministic: bool               # op determinism (slower on GPU; free on CPU)
+    verbose: int = rule(lambda v: v in (0, 1, 2), "0, 1 or 2")
+    # Start the output bias at each finding's log-odds in the training split (Lin et al.).
+    prior_bias: bool
 
 
 @dataclass(frozen=True)
 class LossParams:
-    name: Literal["focal", "bce", "weighted_bce"] = "focal"
-    alpha: float = 0.25
-    gamma: float = 2.0
+    name: Literal["focal", "bce", "weighted_bce"]
+    alpha: float = fraction(high_open=False, what="a number")
+    gamma: float = non_negative()
 
 
 @dataclass(frozen=True)
 class ModelParams:
     """One model's training schedule and architecture options (models.<name>)."""
 
-    head_epochs: int = 3
-    head_learning_rate: float = 1e-3
-    finetune_epochs: int = 3
-    finetune_learning_rate: float = 1e-5
-    patience: int = 3
-    reduce_lr_patience: int = 2
-    reduce_lr_factor: float = 0.5
-    min_learning_rate: float = 1e-5
-    schedule: str = "plateau"         # plateau (ReduceLROnPlateau) | cosine (warm-up + cosine)
-    warmup_epochs: int = 0            # cosine only: linear warm-up epochs
+    head_epochs: int = rule(lambda v: v >= 0, "a non-negative integer")
+    head_learning_rate: float = positive()
+    finetune_epochs: int = rule(lambda v: v >= 0, "a non-negative integer")
+    finetune_learning_rate: float = positive()
+    patience: int = at_least(1)
+    reduce_lr_patience: int = at_least(1)
+    reduce_lr_factor: float = fraction(low_open=True, what="a factor")
+    min_learning_rate: float = positive()
+    schedule: Literal["plateau", "cosine"]  # ReduceLROnPlateau | warm-up + cosine decay
+    warmup_epochs: int = rule(lambda v: v >= 0, "a non-negative integer")  # cosine only
     # Decoupled weight decay (AdamW, Loshchilov & Hutter), per step: w -= weight_decay * lr * w,
     # on every kernel (not biases, not BatchNorm scales and offsets). 0 = Adam, the study's.
-    weight_decay: float = 0.0
-    # Keyword options of cxr.models.build (e.g. fusion: dense_cut, efficient_cut).
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-# The embedded default's model blocks, kept in cxr.model_defaults (not a DVC dependency of any
-# stage: that module says why).
-DEFAULT_MODELS: dict[str, ModelParams] = {
-    name: ModelParams(**block) for name, block in MODEL_DEFAULTS.items()
-}
+    weight_decay: float = fraction(what="a number")
+    # Keyword options of cxr.models.build (e.g. fusion: dense_cut, efficient_cut); {} for none.
+    options: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class MlflowParams:
-    tracking_uri: str = ""            # "" = SQLite mlflow.db in the project root
-    experiment: str = "cxr"
+    tracking_uri: str                 # "" = SQLite mlflow.db in the project root
+    experiment: str
 
 
 @dataclass(frozen=True)
 class McDropoutParams:
-    passes: int = 25                  # T stochastic passes per image (the study also shows 100)
-    threshold: float = 0.1            # refer a finding when its MC std exceeds this (study: 0.1)
+    passes: int = at_least(2)         # T stochastic passes per image
+    threshold: float = positive()     # refer a finding when its MC std exceeds this
     # Which Dropout layers are sampled: "head" (those after the `features` pool; backbone
-    # runs once: fast) or "all" (every Dropout layer, EfficientNet's stochastic depth too:
-    # T full forward passes). DenseNet121 and simple_cnn have no backbone dropout.
-    layers: Literal["head", "all"] = "head"
+    # runs once: fast) or "all" (every Dropout layer, EfficientNet's stochastic depth too).
+    layers: Literal["head", "all"]
+
+
+@dataclass(frozen=True)
+class SubgroupParams:
+    """The evaluate stage's subgroup audit by sex, view and age band (cxr.evaluation.subgroups)."""
+
+    # Lower edges of the age bands in years; the last band is open ([0, 20, 40, 60, 80]:
+    # 0-20, 20-40, 40-60, 60-80, 80+).
+    age_edges: list[int] = rule(
+        lambda v: bool(v) and v[0] >= 0 and all(b > a for a, b in zip(v, v[1:], strict=False)),
+        "increasing non-negative ages in years, such as [0, 20, 40, 60, 80]")
+    # A group with fewer images, or fewer images with a finding, is reported as too small.
+    min_images: int = at_least(1)
+    min_positives: int = at_least(1)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    n_boot: int = 1000                # bootstrap resamples of patients for every CI
-    ci: float = 0.95
-    calibration_bins: int = 10
-    threshold_method: Literal["youden", "f1"] = "youden"   # operating point, chosen on val
-    batch_size: int = 64
+    n_boot: int = at_least(10)        # bootstrap resamples of patients for every CI
+    ci: float = fraction(low_open=True, what="a level")
+    calibration_bins: int = at_least(2)
+    threshold_method: Literal["youden", "f1"]   # operating point, chosen on val
+    batch_size: int = at_least(1)
+    subgroups: SubgroupParams
 
 
 @dataclass(frozen=True)
 class LocalizeParams:
     """Grad-CAM heatmaps scored against lesion boxes (the localize stage)."""
 
-    max_images: int = 300             # test images with a box that are scored, drawn by seed
-    iou_threshold: float = 0.5        # heatmap binarised at this fraction of its maximum
-    pointing_tolerance: float = 0.0   # input pixels added around a box for the pointing game
-    examples_per_finding: int = 4     # overlays per finding in the examples figure
-    batch_size: int = 32              # images per Grad-CAM gradient computation
+    max_images: int = at_least(1)     # test images with a box that are scored, drawn by seed
+    # heatmap binarised at this fraction of its maximum
+    iou_threshold: float = fraction(low_open=True, high_open=False,
+                                    what="a fraction of the heatmap's maximum")
+    # input pixels added around a box for the pointing game
+    pointing_tolerance: float = rule(lambda v: v >= 0, "a non-negative number of pixels")
+    examples_per_finding: int = at_least(1)  # overlays per finding in the examples figure
+    batch_size: int = at_least(1)     # images per Grad-CAM gradient computation
 
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 42
-    data: DataParams = field(default_factory=DataParams)
-    phantoms: PhantomParams = field(default_factory=PhantomParams)
-    sample: SampleParams = field(default_factory=SampleParams)
-    split: SplitParams = field(default_factory=SplitParams)
-    pipeline: PipelineParams = field(default_factory=PipelineParams)
-    prepare: PrepareParams = field(default_factory=PrepareParams)
-    baseline: BaselineParams = field(default_factory=BaselineParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    loss: LossParams = field(default_factory=LossParams)
-    models: dict[str, ModelParams] = field(default_factory=lambda: dict(DEFAULT_MODELS))
-    mlflow: MlflowParams = field(default_factory=MlflowParams)
-    mc_dropout: McDropoutParams = field(default_factory=McDropoutParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    localize: LocalizeParams = field(default_factory=LocalizeParams)
+    seed: int
+    data: DataParams
+    phantoms: PhantomParams
+    sample: SampleParams
+    split: SplitParams
+    pipeline: PipelineParams
+    prepare: PrepareParams
+    baseline: BaselineParams
+    train: TrainParams
+    loss: LossParams
+    models: dict[str, ModelParams]
+    mlflow: MlflowParams
+    mc_dropout: McDropoutParams
+    evaluate: EvaluateParams
+    localize: LocalizeParams
 
 
 # --------------------------------------------------------------------------- loading
@@ -264,12 +326,21 @@ def _build(cls, raw: Any, prefix: str, source: str):
             f"{source}: unknown key {prefix}{unknown[0]!s}; allowed under "
             f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}"
         )
+    missing = [name for name in fields if name not in raw]
+    if missing:
+        raise ParamsError(
+            f"{source}: missing key {prefix}{missing[0]}; a params file names every key "
+            f"(params.yaml and each file in configs/ are complete: copy the key from one of "
+            f"them)")
     hints = typing.get_type_hints(cls)
     values = {}
-    for name in fields:
-        if name not in raw:
-            continue  # the dataclass default applies
-        values[name] = _coerce(hints[name], raw[name], f"{prefix}{name}", source)
+    for name, spec in fields.items():
+        key = f"{prefix}{name}"
+        value = _coerce(hints[name], raw[name], key, source)
+        check = spec.metadata.get("rule")
+        if check is not None and not check.test(value):
+            raise ParamsError(f"{source}: {key} = {value!r}; expected {check.expected}")
+        values[name] = value
     return cls(**values)
 
 
@@ -312,100 +383,60 @@ def _coerce(hint, value, key: str, source: str):
             return {name: _build(value_type, item or {}, prefix=f"{key}.{name}.", source=source)
                     for name, item in value.items()}
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{source}: {key} = {value!r}; expected a list")
+        (item,) = typing.get_args(hint)
+        return [_coerce(item, entry, f"{key}[{index}]", source)
+                for index, entry in enumerate(value)]
     raise NotImplementedError(f"no coercion for {key}: {hint}")
 
 
 def validate(params: Params, source: str = "params") -> None:
-    """Checks that span several keys or bound a value."""
+    """Checks that span several keys (each key's own range is its field's rule)."""
 
     def fail(key: str, value, expected: str):
         raise ParamsError(f"{source}: {key} = {value!r}; expected {expected}")
 
-    if not 0 < params.sample.patient_fraction <= 1:
-        fail("sample.patient_fraction", params.sample.patient_fraction, "a number in (0, 1]")
     fractions = params.split.fractions
-    for name, value in zip(("train", "val", "test"), fractions.as_tuple(), strict=True):
-        if value < 0:
-            fail(f"split.fractions.{name}", value, "a non-negative fraction")
-    if fractions.train <= 0:
-        fail("split.fractions.train", fractions.train, "a positive fraction")
     if abs(sum(fractions.as_tuple()) - 1) > 1e-6:
         fail("split.fractions", fractions.as_tuple(), "train + val + test = 1")
     if params.split.method == "official":
-        for key in ("official_train_val_list", "official_test_list"):
-            if not getattr(params.split, key):
-                fail(f"split.{key}", "", "a path to NIH's list file when split.method is official")
+        lists = {key: getattr(params.split, key)
+                 for key in ("official_train_val_list", "official_test_list")}
+        placeholders = [key for key, path in lists.items() if path in ("", NO_OFFICIAL_LIST)]
+        if placeholders:
+            fail(f"split.{placeholders[0]}", lists[placeholders[0]],
+                 "with split.method official, paths to both of NIH's lists: "
+                 "split.official_train_val_list (train_val_list.txt) and "
+                 f"split.official_test_list (test_list.txt), published at {NIH_DOWNLOAD}")
         if not params.split.by_patient:
             fail("split.by_patient", False, "true with split.method official")
-    if params.phantoms.n_patients < 1:
-        fail("phantoms.n_patients", params.phantoms.n_patients, "a positive integer")
-    if params.phantoms.image_size < 32:
-        fail("phantoms.image_size", params.phantoms.image_size, "at least 32")
-    if not 0 <= params.phantoms.label_noise < 0.5:
-        fail("phantoms.label_noise", params.phantoms.label_noise, "a fraction in [0, 0.5)")
-    if params.phantoms.processes < 1:
-        fail("phantoms.processes", params.phantoms.processes, "at least 1")
-    if params.pipeline.image_size < 32:
-        fail("pipeline.image_size", params.pipeline.image_size, "at least 32")
-    for key in ("batch_size", "parallel_calls", "prefetch"):
-        if getattr(params.pipeline, key) < 1:
-            fail(f"pipeline.{key}", getattr(params.pipeline, key), "a positive integer")
-    if params.baseline.thumbnail < 1 or params.pipeline.image_size % params.baseline.thumbnail:
+    if params.phantoms.strength_min > params.phantoms.strength_max:
+        fail("phantoms.strength_min", params.phantoms.strength_min,
+             f"at most phantoms.strength_max ({params.phantoms.strength_max})")
+    if params.pipeline.image_size % params.baseline.thumbnail:
         fail("baseline.thumbnail", params.baseline.thumbnail,
              f"a divisor of pipeline.image_size ({params.pipeline.image_size})")
-    if params.baseline.regularization <= 0:
-        fail("baseline.regularization", params.baseline.regularization, "a positive number")
-    if params.prepare.processes < 1:
-        fail("prepare.processes", params.prepare.processes, "at least 1")
-    if params.train.verbose not in (0, 1, 2):
-        fail("train.verbose", params.train.verbose, "0, 1 or 2")
-    if not 0 <= params.loss.alpha <= 1:
-        fail("loss.alpha", params.loss.alpha, "a number in [0, 1]")
-    if params.loss.gamma < 0:
-        fail("loss.gamma", params.loss.gamma, "a non-negative number")
+    subgroups = params.evaluate.subgroups
+    if subgroups.min_positives > subgroups.min_images:
+        fail("evaluate.subgroups.min_positives", subgroups.min_positives,
+             f"at most evaluate.subgroups.min_images ({subgroups.min_images})")
     for name, model in params.models.items():
-        for key in ("head_epochs", "finetune_epochs"):
-            if getattr(model, key) < 0:
-                fail(f"models.{name}.{key}", getattr(model, key), "a non-negative integer")
-        if model.patience < 1:
-            fail(f"models.{name}.patience", model.patience, "a positive integer")
-        for key in ("head_learning_rate", "finetune_learning_rate", "min_learning_rate"):
-            if not getattr(model, key) > 0:
-                fail(f"models.{name}.{key}", getattr(model, key), "a positive number")
-        if model.schedule not in ("plateau", "cosine"):
-            fail(f"models.{name}.schedule", model.schedule, "plateau or cosine")
-        if model.warmup_epochs < 0:
-            fail(f"models.{name}.warmup_epochs", model.warmup_epochs, "a non-negative integer")
-        if not 0 <= model.weight_decay < 1:  # NaN fails too
-            fail(f"models.{name}.weight_decay", model.weight_decay, "a number in [0, 1)")
-        if not 0 < model.reduce_lr_factor < 1:
-            fail(f"models.{name}.reduce_lr_factor", model.reduce_lr_factor, "a factor in (0, 1)")
-    if params.mc_dropout.passes < 2:
-        fail("mc_dropout.passes", params.mc_dropout.passes, "at least 2")
-    if params.mc_dropout.threshold <= 0:
-        fail("mc_dropout.threshold", params.mc_dropout.threshold, "a positive number")
-    if params.evaluate.n_boot < 10:
-        fail("evaluate.n_boot", params.evaluate.n_boot, "at least 10")
-    if not 0 < params.evaluate.ci < 1:
-        fail("evaluate.ci", params.evaluate.ci, "a level in (0, 1)")
-    if params.evaluate.calibration_bins < 2:
-        fail("evaluate.calibration_bins", params.evaluate.calibration_bins, "at least 2")
-    if params.evaluate.batch_size < 1:
-        fail("evaluate.batch_size", params.evaluate.batch_size, "a positive integer")
-    localize = params.localize
-    for key in ("max_images", "examples_per_finding", "batch_size"):
-        if getattr(localize, key) < 1:
-            fail(f"localize.{key}", getattr(localize, key), "a positive integer")
-    if not 0 < localize.iou_threshold <= 1:
-        fail("localize.iou_threshold", localize.iou_threshold,
-             "a fraction of the heatmap's maximum in (0, 1]")
-    if localize.pointing_tolerance < 0:
-        fail("localize.pointing_tolerance", localize.pointing_tolerance,
-             "a non-negative number of pixels")
-    augment = params.pipeline.augment
-    for key in ("rotation", "zoom", "brightness"):
-        if not 0 <= getattr(augment, key) < 1:
-            fail(f"pipeline.augment.{key}", getattr(augment, key), "a factor in [0, 1)")
+        if model.head_epochs + model.finetune_epochs < 1:
+            fail(f"models.{name}.head_epochs", model.head_epochs,
+                 "head_epochs + finetune_epochs >= 1 (a model must train)")
+
+
+def resolve_key(raw: dict, key: str) -> Any:
+    """The value at a dotted ``key`` of a params mapping; KeyError names the first missing
+    part (dvc.yaml's `params:` entries are such keys)."""
+    node: Any = raw
+    for depth, part in enumerate(key.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(".".join(key.split(".")[:depth + 1]))
+        node = node[part]
+    return node
 
 
 def flatten(params: Params | dict, prefix: str = "") -> dict[str, Any]:
@@ -418,3 +449,54 @@ def flatten(params: Params | dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def missing_inputs(params: Params) -> list[str]:
+    """The input files a params file names that are not there, each with what it is for.
+
+    Only for ``data.source: nih`` (the phantoms stage writes its own data). NIH's official
+    lists count only with ``split.method: official``; both are named when either is absent.
+    """
+    if params.data.source != "nih":
+        return []
+    data = params.data
+    wanted = [(data.csv, "data.csv", "NIH's Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv)")]
+    if data.check_images:
+        wanted += [(data.images_dir, "data.images_dir", "the folder holding images_001 ... "
+                    "images_012 (searched recursively)"),
+                   (data.bbox_csv, "data.bbox_csv", "NIH's BBox_List_2017.csv")]
+    problems = [f"{key} = {path!r}: not found; expected {what}"
+                for path, key, what in wanted if not Path(path).exists()]
+    if params.split.method == "official":
+        lists = [params.split.official_train_val_list, params.split.official_test_list]
+        absent = [path for path in lists if not Path(path).is_file()]
+        if absent:
+            problems.append(
+                f"split.method is official, so the split needs NIH's two lists, "
+                f"split.official_train_val_list = {lists[0]!r} (train_val_list.txt) and "
+                f"split.official_test_list = {lists[1]!r} (test_list.txt); not found: "
+                f"{', '.join(absent)}. NIH publishes both beside the images at {NIH_DOWNLOAD} "
+                f"(or use split.method: iterative, which needs neither)")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cxr.params [PARAMS]``: validate a params file and the inputs it names, before
+    `dvc repro` meets them (``make repro`` runs it first)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0] if args else "params.yaml")
+    try:
+        params = load_params(path)
+    except ParamsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    problems = missing_inputs(params)
+    for problem in problems:
+        print(f"error: {path}: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,8 +6,8 @@ at a high rate. Phase 2 ("finetune") unfreezes everything at a low rate. Models 
 backbone (simple_cnn) train in phase 1 only, all layers trainable. With a `weight_decay` the
 optimizer is AdamW (decoupled decay of the kernels; `build_optimizer`).
 
-Each phase monitors the validation macro AUC (`keras.metrics.AUC(multi_label=True)`): the
-best weights are checkpointed, training stops after `patience` epochs without improvement,
+Each phase monitors the validation macro AUC over the findings that have positives and
+negatives there (`cxr.training.metrics.MacroAUC`, the evaluate stage's rule): the best weights are checkpointed, training stops after `patience` epochs without improvement,
 the best weights are restored at the end of the phase. The learning rate follows the
 phase's `schedule`: "plateau" halves it (by `reduce_lr_factor`) after `reduce_lr_patience`
 epochs without a gain; "cosine" warms up linearly over `warmup_epochs` from 1% of the phase's
@@ -49,6 +49,7 @@ import numpy as np
 from cxr import backend
 from cxr.models import backbone_layers, set_backbone_trainable
 from cxr.training import runtime
+from cxr.training.metrics import MacroAUC
 
 MONITOR = "val_auc"
 SCHEDULES = ("plateau", "cosine")
@@ -64,18 +65,21 @@ class Phase:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    head_epochs: int = 3
-    head_learning_rate: float = 1e-3
-    finetune_epochs: int = 3
-    finetune_learning_rate: float = 1e-5
-    patience: int = 3
-    reduce_lr_patience: int = 2
-    reduce_lr_factor: float = 0.5
-    min_learning_rate: float = 1e-5
-    schedule: str = "plateau"
-    warmup_epochs: int = 0
-    weight_decay: float = 0.0
-    jit_compile: bool = False
+    """One model's schedule (``models.<name>`` of the params, less ``options``) plus
+    ``train.jit_compile``. No defaults: the values come from the params file."""
+
+    head_epochs: int
+    head_learning_rate: float
+    finetune_epochs: int
+    finetune_learning_rate: float
+    patience: int
+    reduce_lr_patience: int
+    reduce_lr_factor: float
+    min_learning_rate: float
+    schedule: str
+    warmup_epochs: int
+    weight_decay: float
+    jit_compile: bool
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -298,7 +302,7 @@ def compile_model(model: keras.Model, loss, learning_rate, jit_compile: bool,
     model.compile(
         optimizer=build_optimizer(model, learning_rate, weight_decay),
         loss=loss,
-        metrics=[keras.metrics.AUC(multi_label=True, num_labels=n_labels, name="auc")],
+        metrics=[MacroAUC(num_labels=n_labels, name="auc")],
         # JAX without jit runs op by op (several times slower): it always compiles.
         jit_compile=jit_compile or keras.backend.backend() == "jax",
     )
