@@ -174,7 +174,7 @@ def test_nothing_readable_exits_2(capsys, workspace, tmp_path):
                          "--model", workspace["model"])
     assert code == 2 and out == ""
     assert f"skipped {workspace['corrupt']}:" in err
-    assert f"skipped {empty}: folder holds no .png/.jpg/.jpeg files" in err
+    assert f"skipped {empty}: folder holds no .png/.jpg/.jpeg or DICOM files" in err
     assert f"skipped {tmp_path / 'gone.png'}: no such file or folder" in err
     assert "no image could be read" in err
 

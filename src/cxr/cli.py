@@ -4,12 +4,14 @@
                         [--seed 0] [--batch-size 32] [--top K] [--json | --csv]
                         [--heatmap DIR]
 
-`predict` runs Monte-Carlo dropout (`cxr.evaluation.uncertainty`) on image files and folders and prints,
-per image, each finding's mean probability, whether that mean reaches the model's operating
-threshold (``positive``; the per-finding threshold the train stage chose on the validation
-split, metadata.json ``thresholds``), its standard deviation over the passes and the referral
-flag (std > --threshold). With `--heatmap DIR` it also writes, per image, a Grad-CAM
-overlay PNG (`cxr.interpret.gradcam`) for each of its top findings by mean (`--top`, default 3) as
+`predict` runs Monte-Carlo dropout (`cxr.evaluation.uncertainty`) on image files (PNG, JPEG,
+DICOM) and folders and prints, per image, each finding's mean probability, whether that mean
+reaches the model's operating threshold (``positive``; the per-finding threshold the train
+stage chose on the validation split, metadata.json ``thresholds``), its standard deviation over
+the passes and the referral flag (std > --threshold); for a DICOM film also its identity (SOP
+Instance UID, view position, modality) and the decoder's warnings (not CR/DX, not a frontal
+view, ...), which are repeated on stderr. With `--heatmap DIR` it also writes, per image, a
+Grad-CAM overlay PNG (`cxr.interpret.gradcam`) for each of its top findings by mean (`--top`, default 3) as
 `DIR/<stem>_<finding>.png`. Exit status: 0 all images predicted, 1 some files could not be
 read (each reported on stderr), 2 nothing could be predicted (no readable image, no model,
 no writable heatmap folder).
@@ -77,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict the 14 findings of chest X-ray images with Monte-Carlo dropout: "
         "mean probability, standard deviation over the passes, and a referral flag where "
         "the std exceeds --threshold. Folders are searched recursively for "
-        + ", ".join(IMAGE_SUFFIXES) + " files.",
+        + ", ".join(IMAGE_SUFFIXES) + " files and DICOM files (found by their DICM magic, "
+        "whatever their extension).",
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--model", default=DEFAULT_MODEL,
@@ -152,9 +155,12 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"cxr predict: cannot use model {model_path}: {err}", file=sys.stderr)
         return EXIT_NOTHING_DONE
 
-    names, images, decode_failures = decode_images(paths, image_size)
+    names, images, decode_failures, films = decode_images(paths, image_size)
     failures += decode_failures
     _report(failures)
+    for name, film in zip(names, films, strict=True):
+        for warning in film.warnings if film is not None else ():
+            print(f"cxr predict: warning: {name}: {warning}", file=sys.stderr)
     if not names:
         print("cxr predict: no image could be read; nothing to predict.", file=sys.stderr)
         return EXIT_NOTHING_DONE
@@ -167,7 +173,7 @@ def _predict(args: argparse.Namespace) -> int:
     result = mc_dropout_predict(model, pixels, passes=args.passes, seed=args.seed,
                                 batch_size=args.batch_size)
     rows = prediction_rows(names, result, args.threshold, labels, args.top,
-                           operating=metadata["thresholds"])
+                           operating=metadata["thresholds"], films=films)
     if args.heatmap is not None:
         written = write_heatmaps(model, names, pixels, result, args.top or DEFAULT_HEATMAP_TOP,
                                  Path(args.heatmap), args.batch_size, labels=labels,
@@ -194,18 +200,22 @@ def _predict(args: argparse.Namespace) -> int:
 def find_images(arguments: Sequence[str]) -> tuple[list[Path], list[Failure]]:
     """Files named directly (any extension) and image files found under folders, in order.
 
-    A missing path, or a folder without images, is a Failure. Duplicates are dropped.
+    In folders: files with an image suffix, and DICOM files found by their magic (clinical
+    exports often have no extension). A missing path, or a folder without images, is a
+    Failure. Duplicates are dropped.
     """
+    from cxr.data.dicom import is_dicom
+
     found: dict[Path, None] = {}
     failures = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            images = sorted(p for p in path.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(p for p in path.rglob("*") if p.is_file()
+                            and (p.suffix.lower() in IMAGE_SUFFIXES or is_dicom(p)))
             if not images:
                 failures.append(Failure(argument, "folder holds no "
-                                        + "/".join(IMAGE_SUFFIXES) + " files"))
+                                        + "/".join(IMAGE_SUFFIXES) + " or DICOM files"))
             found.update(dict.fromkeys(images))
         elif path.exists():
             found[path] = None
@@ -261,26 +271,30 @@ def model_image_size(model) -> int:
 
 
 def decode_images(paths: Sequence[Path], image_size: int):
-    """Decode every file on its own: `(names, uint8 images, failures)` for the good and bad.
+    """Decode every file on its own: `(names, uint8 images, failures, films)` for the good and
+    bad; `films[i]` is the DICOM film (identity, warnings) of `names[i]`, None for PNG/JPEG.
 
-    The same decoding and resizing as the prepare stage (`read_gray`, `resize_gray`), so a
-    model sees at prediction time exactly the pixels it was trained and evaluated on.
+    The same decoding and resizing as the prepare stage (`read_image` behind `read_gray`,
+    `resize_gray`), so a model sees at prediction time exactly the pixels it was trained and
+    evaluated on.
     """
     import numpy as np
 
-    from cxr.data.prepare import read_gray, resize_gray
+    from cxr.data.prepare import read_image, resize_gray
 
-    names, images, failures = [], [], []
+    names, images, failures, films = [], [], [], []
     for path in paths:
         try:
-            gray = resize_gray(read_gray(path), image_size)
+            decoded = read_image(path)
+            gray = resize_gray(decoded.pixels, image_size)
         except Exception as err:  # unreadable or unsupported: skip just this file
             reason = _decode_error(err).removeprefix(f"{path}: ")  # the report names the file
             failures.append(Failure(str(path), reason))
             continue
         names.append(str(path))
         images.append(np.repeat(gray[..., None], 3, axis=-1))
-    return names, images, failures
+        films.append(decoded.dicom)
+    return names, images, failures, films
 
 
 def _decode_error(error: Exception) -> str:
@@ -349,12 +363,15 @@ def unique_stems(names: Sequence[str]) -> list[str]:
 
 
 def prediction_rows(names, result, threshold: float, labels: Sequence[str],
-                    top: int | None = None, operating: dict | None = None) -> list[dict]:
+                    top: int | None = None, operating: dict | None = None,
+                    films: Sequence | None = None) -> list[dict]:
     """One dict per image: `image`, `refer_any`, `referred` (every finding with std above the
     threshold, shown or not), `positive` (every finding whose mean reaches its operating
     threshold, shown or not) and `findings` (canonical order, or the `top` findings by mean,
     highest first), each `{finding, mean, std, refer}` plus `threshold` and `positive` when
-    `operating` maps each label to its operating threshold (metadata.json `thresholds`)."""
+    `operating` maps each label to its operating threshold (metadata.json `thresholds`).
+    With `films` (one `cxr.data.dicom.DicomFilm` or None per image) also `dicom` (the film's
+    identity, null for PNG/JPEG) and `warnings` (the decoder's, [] when none)."""
     refer = result.refer(threshold)
     rows = []
     for i, name in enumerate(names):
@@ -375,6 +392,10 @@ def prediction_rows(names, result, threshold: float, labels: Sequence[str],
             for k, finding in zip(order, findings, strict=True):
                 finding["threshold"] = round(float(operating[labels[k]]), 6)
                 finding["positive"] = positive[k]
+        if films is not None:
+            film = films[i]
+            row["dicom"] = film.identity() if film is not None else None
+            row["warnings"] = list(film.warnings) if film is not None else []
         row["findings"] = findings
         rows.append(row)
     return rows
@@ -391,6 +412,11 @@ def format_table(rows: Sequence[dict]) -> str:
         if operating:
             head += "  positive: " + (", ".join(row["positive"]) if row["positive"] else "none")
         lines.append(head)
+        if row.get("dicom"):
+            film = row["dicom"]
+            lines.append(f"  DICOM  SOP Instance UID {film['sop_instance_uid'] or '-'}  view "
+                         f"{film['view_position'] or '-'}  modality {film['modality'] or '-'}")
+        lines.extend(f"  warning: {warning}" for warning in row.get("warnings", ()))
         columns = f"  {'finding':<{width}}  {'mean':>6}"
         columns += f"  {'thresh':>6}  positive" if operating else ""
         lines.append(columns + f"  {'std':>6}  refer")

@@ -97,6 +97,13 @@ def encode_labels(df: pd.DataFrame, source) -> pd.DataFrame:
     return pd.concat([df.drop(columns=[c for c in LABELS if c in df.columns]), labels], axis=1)
 
 
+# DICOM films under images_dir (read by cxr.data.dicom; the same set as its DICOM_SUFFIXES,
+# kept here so that ingest does not import the decoder). Ingest maps names by extension, so an
+# extension-less DICOM is not found here (`cxr predict` finds those by their magic).
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+_INGEST_SUFFIXES = IMAGE_SUFFIXES | DICOM_SUFFIXES
+
+
 def _walk_images(images_dir) -> dict[str, str]:
     """name -> path string (``images_dir`` as given joined with the path below it)."""
     root = os.fspath(images_dir)
@@ -106,7 +113,7 @@ def _walk_images(images_dir) -> dict[str, str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()  # deterministic walk, so the duplicate error is reproducible
         for name in sorted(filenames):
-            if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+            if os.path.splitext(name)[1].lower() not in _INGEST_SUFFIXES:
                 continue
             # os.walk's dirpath already starts with root as given: no relpath per file needed.
             path = os.path.join(dirpath, name)
@@ -120,7 +127,8 @@ def _walk_images(images_dir) -> dict[str, str]:
 
 
 def find_images(images_dir) -> dict[str, Path]:
-    """Map file name -> path for every image (.png/.jpg/.jpeg) under ``images_dir``, recursively.
+    """Map file name -> path for every image (.png/.jpg/.jpeg/.dcm/.dicom) under ``images_dir``,
+    recursively.
 
     The official download nests ``images_001/images/*.png``; the names are unique across
     folders, and a name found twice is an error (which copy is meant would be a guess).

@@ -2,7 +2,8 @@
 
 :func:`read_gray` is the one decoder for every image file the project reads outside tf.data:
 NIH's PNGs are 8-bit gray, but copies pass through tools that save them as RGB, RGBA, 16-bit
-or JPEG, and each must become the same one-channel 8-bit image.
+or JPEG, and each must become the same one-channel 8-bit image. DICOM films (found by their
+magic, whatever the extension) are read by :mod:`cxr.data.dicom` into the same 8-bit gray.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,14 +25,43 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cxr.data import dicom
 from cxr.io import write_json, write_table
 
 # PIL modes of 16-bit gray PNGs (Pillow >= 10 opens them as I;16, older versions as I).
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
+@dataclass(frozen=True)
+class GrayImage:
+    """What :func:`read_image` decoded: ``pixels`` (2-D uint8), and the DICOM film (identity
+    and warnings) when the file was a DICOM, else None."""
+
+    pixels: np.ndarray
+    dicom: dicom.DicomFilm | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.dicom.warnings if self.dicom is not None else ()
+
+
+def read_image(path) -> GrayImage:
+    """The one dispatch: a DICOM (``DICM`` at byte 128, checked before Pillow sees the file,
+    whose preamble may hold a TIFF header) goes to :func:`cxr.data.dicom.read_dicom`, anything
+    else to Pillow (:func:`read_gray`'s rules). ValueError naming the file when refused."""
+    if dicom.is_dicom(path):
+        film = dicom.read_dicom(path)
+        return GrayImage(film.pixels, film)
+    return GrayImage(_read_pillow(path))
+
+
 def read_gray(path) -> np.ndarray:
-    """Any PNG/JPEG -> a 2-D uint8 array (height, width): one 8-bit gray channel.
+    """Any PNG/JPEG/DICOM -> a 2-D uint8 array (height, width): one 8-bit gray channel.
+
+    DICOM: :mod:`cxr.data.dicom`'s rule (modality LUT, VOI window/LUT, MONOCHROME1 inverted);
+    its warnings (not a CR/DX, not a frontal view, ...) are issued as
+    :class:`cxr.data.dicom.DicomWarning` naming the file (the prepare stage's log shows them);
+    :func:`read_image` returns them instead. PNG/JPEG:
 
     * 8-bit gray (``L``): as stored.
     * gray + alpha (``LA``), RGBA, palette with transparency: the alpha channel is dropped
@@ -44,6 +75,13 @@ def read_gray(path) -> np.ndarray:
 
     Raises ValueError naming the file when it cannot be read or has an unsupported mode.
     """
+    image = read_image(path)
+    for message in image.warnings:
+        warnings.warn(f"{os.fspath(path)}: {message}", dicom.DicomWarning, stacklevel=2)
+    return image.pixels
+
+
+def _read_pillow(path) -> np.ndarray:
     where = os.fspath(path)
     try:
         with Image.open(path) as image:
@@ -81,8 +119,11 @@ def read_size(path) -> tuple[int, int]:
     """``(width, height)`` of an image file from its header (PIL does not decode the pixels).
 
     This is the size lesion boxes are drawn in (NIH: 1024 x 1024), not NIH's
-    ``OriginalImage[Width,Height]`` (the scanned film's size).
+    ``OriginalImage[Width,Height]`` (the scanned film's size). A DICOM's comes from its
+    ``Columns``/``Rows`` (Pillow would read the TIFF a preamble may hold).
     """
+    if dicom.is_dicom(path):
+        return dicom.read_size(path)
     try:
         with Image.open(path) as image:
             return tuple(int(v) for v in image.size)  # type: ignore[return-value]
@@ -234,6 +275,30 @@ def prepare_store(paths: Sequence, names: Sequence[str], image_size: int, out_di
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return {**manifest, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def store_summary(index: pd.DataFrame, image_size: int) -> dict:
+    """What prepare did to the files' sizes, from a store's index (the prepare metrics).
+
+    ``upsampled``: files with a side smaller than ``image_size``, enlarged to it (a 64 px copy
+    prepared at 224 px holds no detail a 64 px model would not see: the report says so);
+    ``non_square``: files whose width and height differ (squashed to a square, not
+    letterboxed).
+    """
+    width = index["source_width"].to_numpy(np.int64)
+    height = index["source_height"].to_numpy(np.int64)
+    side = np.minimum(width, height)
+    upsampled = int((side < image_size).sum())
+    return {
+        "images": int(len(index)),
+        "image_size": int(image_size),
+        "source_side_min": int(side.min()) if len(side) else None,
+        "source_side_median": float(np.median(side)) if len(side) else None,
+        "source_side_max": int(np.maximum(width, height).max()) if len(side) else None,
+        "upsampled": upsampled,
+        "upsampled_fraction": round(upsampled / len(index), 4) if len(index) else 0.0,
+        "non_square": int((width != height).sum()),
+    }
 
 
 class _Progress:
