@@ -156,6 +156,15 @@ class Run:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._mlflow.set_tags(dict(tags))
 
+    def log_artifact_to_run(self, run_id: str | None, path: str | Path,
+                            artifact_path: str | None = None) -> None:
+        """Log a file into another run of the same store (e.g. the train run that holds the
+        MLflow model, finished by now); nothing when ``run_id`` is None or the file is absent."""
+        path = Path(path)
+        if run_id and path.is_file():
+            _retry_locked(lambda: self._mlflow.MlflowClient().log_artifact(
+                run_id, str(path), artifact_path=artifact_path))
+
 
 @contextlib.contextmanager
 def start_run(

@@ -17,6 +17,8 @@ from cxr.report.document import REPORT_HTML, REPORT_MD, SECTIONS, Note, Section
 from cxr.report.headline import _data, _model_comparison, _summary, _test_auc
 from cxr.report.html import _render_html
 from cxr.report.markdown import _render_markdown
+from cxr.report.model_card import model_cards_section
+from cxr.report.subgroups import subgroup_section
 
 # ---------------------------------------------------------------------------------------------
 # Public API
@@ -31,7 +33,7 @@ def build_report(context: Mapping, markdown_dir=None,
     ``train``: metrics/train/NAME.json, ``localize``: metrics/localize/NAME.json, ``figures``:
     {roc, loss, mc_histogram, reliability, localize}}}),
     ``comparisons`` ([{a, b, difference, ci_low, ci_high, p_value}]), ``figures`` ({referral,
-    reliability, auc_comparison}) and ``provenance`` ({git_commit, params (flat), mlflow_run_ids,
+    reliability, auc_comparison, subgroups}) and ``provenance`` ({git_commit, params (flat), mlflow_run_ids,
     dvc_exp_name}). Any of them may be missing.
 
     Figure paths are read relative to the working directory; the Markdown writes them relative
@@ -82,8 +84,10 @@ _BUILDERS = {
     "model-comparison": _model_comparison,
     "calibration": _calibration,
     "uncertainty": _uncertainty,
+    "subgroups": subgroup_section,
     "localization": _localization,
     "training": _training,
     "roc-curves": _roc_curves,
+    "model-cards": model_cards_section,
     "provenance": _provenance,
 }
