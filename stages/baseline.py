@@ -24,10 +24,12 @@ def main() -> None:
     store = open_store(args.store, image_size=params.pipeline.image_size)
     train, test = table[table["split"] == "train"], table[table["split"] == "test"]
     started = time.perf_counter()
-    scores = fit_and_score(store.images[store.rows_for(train["Image Index"])],
-                           train[list(LABELS)].to_numpy(),
-                           store.images[store.rows_for(test["Image Index"])],
-                           size=settings.thumbnail, regularization=settings.regularization)
+    # Thumbnails are taken from the memory-mapped store in chunks: the stage's memory is bounded
+    # by cxr.evaluation.baseline.THUMBNAIL_CHUNK images, not by the size of the splits.
+    scores = fit_and_score(store.images, train[list(LABELS)].to_numpy(), store.images,
+                           size=settings.thumbnail, regularization=settings.regularization,
+                           train_rows=store.rows_for(train["Image Index"]),
+                           test_rows=store.rows_for(test["Image Index"]))
     result = bootstrap_auc(test[list(LABELS)].to_numpy(), scores, test["Patient ID"].to_numpy(),
                            LABELS, n_boot=params.evaluate.n_boot, seed=params.seed,
                            ci=params.evaluate.ci)

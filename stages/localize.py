@@ -5,10 +5,10 @@ Usage: python stages/localize.py MODEL --split CSV --store STORE --model-dir DIR
 For at most localize.max_images test images that have a lesion box (the box file; drawn by
 seed, the same images for every model), explains each box's finding with Grad-CAM
 (`cxr.interpret.gradcam`) and scores the heatmap against the box mapped onto the model's input
-(`cxr.interpret.localization`: pointing game, IoU, chance level). Boxes are in the pixels of
-the image files (NIH: 1024 px PNGs), so each boxed image's size is read from its PNG header
-(NIH's OriginalImage[Width,Height] is the film's size, not the PNG's); the explained layer,
-input size and label order come from the model's metadata.json. Writes the localize metrics
+(`cxr.interpret.localization`: pointing game, IoU, chance level). Box coordinates are in the
+frame `data.bbox_frame` (NIH: its 1024 px PNGs) whatever size the files on disk have; a box
+outside the frame, or a file whose aspect does not fit it, is an error naming the CSV row. The
+explained layer, input size and label order come from the model's metadata.json. Writes the localize metrics
 JSON (per finding and overall, plus the time per heatmap) and the example overlays PNG; logs
 them to MLflow (`cxr.interpret.localization.localization_log_metrics`).
 """
@@ -26,6 +26,7 @@ from cxr.data.nih import read_bbox_list
 from cxr.data.prepare import open_store
 from cxr.interpret import gradcam as cam
 from cxr.interpret.localization import (
+    check_frame,
     localization_log_metrics,
     localization_summary,
     map_box,
@@ -57,11 +58,14 @@ def main() -> None:
     table = read_table(args.split)
     test = table[table["split"] == "test"].set_index("Image Index")
     store = open_store(args.store, image_size=image_size)
+    frame = (params.data.bbox_frame.width, params.data.bbox_frame.height)
     all_boxes = read_bbox_list(args.bbox)
+    check_frame(all_boxes, frame, str(args.bbox))
     candidates = all_boxes.loc[all_boxes["Image Index"].isin(set(test.index)), "Image Index"]
-    # Boxes are in the pixels of the image file; the store recorded each file's own size.
+    # The store recorded each file's own size: each scored file must fit the boxes' frame.
     sizes = store.index.rename(columns={"source_width": "width", "source_height": "height"})
     boxes = select_boxes(all_boxes, test.index, sizes, settings.max_images, params.seed)
+    check_frame(boxes, frame, str(args.bbox))
 
     # One heatmap per (image, finding): an image may hold several boxes of one finding.
     pairs = boxes[["Image Index", "Finding Label"]].drop_duplicates().reset_index(drop=True)
@@ -96,8 +100,7 @@ def main() -> None:
     records, examples = [], {}
     for _, box in boxes.iterrows():
         key = (box["Image Index"], box["Finding Label"])
-        mapped = map_box((box["x"], box["y"], box["w"], box["h"]),
-                         (box["width"], box["height"]), image_size)
+        mapped = map_box((box["x"], box["y"], box["w"], box["h"]), frame, image_size)
         heatmap = heatmaps[heatmap_of[key]]
         record = {"image": key[0], "finding": key[1],
                   **score(heatmap, mapped, settings.iou_threshold, settings.pointing_tolerance)}
@@ -119,6 +122,10 @@ def main() -> None:
         "unit_centres": explainer.unit_centres,
         "data_source": params.data.source,
         "boxes_file": str(args.bbox),
+        "box_frame": list(frame),
+        "boxes_in_file": int(len(all_boxes)),
+        "images_with_boxes_in_file": int(all_boxes["Image Index"].nunique()),
+        "findings_with_boxes_in_file": sorted(all_boxes["Finding Label"].unique().tolist()),
         "test_images_with_boxes": int(candidates.nunique()),
         "images_scored": len(names),
         "boxes_scored": len(records),

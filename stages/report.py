@@ -18,6 +18,8 @@ from cxr.params import flatten
 from cxr.progress import printer
 from cxr.report import plots
 from cxr.report.build import write_report
+from cxr.report.comparability import study_comparability
+from cxr.report.subgroups import subgroup_figure
 from cxr.report.summary import compare_models, headline_metrics, summary_metrics
 from cxr.report.uncertainty import referral_controls
 
@@ -25,6 +27,7 @@ from cxr.report.uncertainty import referral_controls
 def main() -> None:
     parser = _common.paths(
         _common.parser(__doc__), split="the split table", split_metrics="the split summary",
+        prepare_metrics="the prepare metrics (files' sizes, upsampling)",
         train_metrics="folder of train metrics", eval_metrics="folder of eval metrics",
         localize_metrics="folder of localize metrics", predictions="folder of predictions",
         baseline="the linear baseline's metrics (JSON)",
@@ -78,16 +81,25 @@ def main() -> None:
         "auc_comparison": plots.auc_comparison(
             {n: m["eval"]["auc"] for n, m in models.items()}, figure_dir / "auc_comparison.png"),
     }
+    audits = {n: m["eval"]["subgroups"] for n, m in models.items() if "subgroups" in m["eval"]}
+    if audits:  # without any, the report's subgroup section says so
+        figures["subgroups"] = subgroup_figure(audits, figure_dir / "subgroups.png")
     run_ids = {f"train@{n}": m["train"].get("mlflow_run_id") for n, m in models.items()}
     run_ids.update({f"evaluate@{n}": m["eval"].get("mlflow_run_id") for n, m in models.items()})
     run_ids.update({f"localize@{n}": m["localize"].get("mlflow_run_id")
                     for n, m in models.items() if m["localize"]})
     baseline = read_json(args.baseline)
+    split_metrics, prepared = read_json(args.split_metrics), read_json(args.prepare_metrics)
     context = {
         "title": "Chest X-ray classifiers: test-split comparison",
         "baseline": baseline,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data": {"source": params.data.source, "split": read_json(args.split_metrics)},
+        "data": {"source": params.data.source, "split": split_metrics, "prepare": prepared,
+                 "comparability": study_comparability(
+                     params.data.source, split_metrics.get("images"),
+                     params.pipeline.image_size, params.train.weights,
+                     {n: params.models[n].head_epochs + params.models[n].finetune_epochs
+                      for n in names}, prepared.get("upsampled"))},
         "models": models,
         "comparisons": comparisons,
         "figures": {k: str(v) for k, v in figures.items()},

@@ -222,7 +222,8 @@ def phantom_workdir(tmp_path_factory) -> Path:
         ("split", "--sample", "data/interim/sample.csv", "--out", "data/processed/split.csv",
          "--metrics", "metrics/split.json", "--train-val-list", raw / "train_val_list.txt",
          "--test-list", raw / "test_list.txt"),
-        ("prepare", "--sample", "data/interim/sample.csv", "--out", "data/prepared"),
+        ("prepare", "--sample", "data/interim/sample.csv", "--out", "data/prepared",
+         "--metrics", "metrics/prepare.json"),
         ("baseline", "--split", "data/processed/split.csv", "--store", "data/prepared",
          "--metrics", "metrics/baseline.json"),
     ):
@@ -244,7 +245,9 @@ def test_phantom_pipeline_runs_on_jax_without_tensorflow(phantom_workdir):
     jax_stage(work, "evaluate", "simple_cnn", "--split", "data/processed/split.csv",
               "--store", "data/prepared", "--model-dir", "models/simple_cnn",
               "--metrics", "metrics/eval/simple_cnn.json",
-              "--predictions", "predictions/simple_cnn.csv", "--plots", "plots/simple_cnn")
+              "--predictions", "predictions/simple_cnn.csv", "--plots", "plots/simple_cnn",
+              "--train-metrics", "metrics/train/simple_cnn.json",
+              "--split-metrics", "metrics/split.json", "--card", "models/simple_cnn/MODEL_CARD.md")
     evaluation = json.loads((work / "metrics/eval/simple_cnn.json").read_text())
     assert 0.0 < evaluation["macro_auc"] < 1.0
     assert evaluation["mc_dropout"]["passes"] == 5
@@ -261,7 +264,8 @@ def test_phantom_pipeline_runs_on_jax_without_tensorflow(phantom_workdir):
     assert localize["placement"] == "receptive-field centres"
     assert [len(axis) for axis in localize["unit_centres"][0]] == localize["grid"]
     jax_stage(work, "report", "--split", "data/processed/split.csv",
-              "--split-metrics", "metrics/split.json", "--train-metrics", "metrics/train",
+              "--split-metrics", "metrics/split.json", "--prepare-metrics", "metrics/prepare.json",
+              "--train-metrics", "metrics/train",
               "--eval-metrics", "metrics/eval", "--localize-metrics", "metrics/localize",
               "--predictions", "predictions", "--baseline", "metrics/baseline.json",
               "--plots", "plots", "--out", "reports", "--summary", "metrics/summary.json",

@@ -45,3 +45,15 @@ def test_single_class_finding_scores_zero():
     model = LinearBaseline().fit(features, labels)
     scores = model.decision_function(features)
     assert np.all(scores[:, 1] == 0.0) and scores[:, 0].std() > 0
+
+
+def test_store_thumbnails_in_chunks_equal_one_pass():
+    from cxr.evaluation.baseline import store_thumbnails
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (50, 32, 32), dtype=np.uint8)
+    rows = rng.permutation(50)[:37]
+    whole = thumbnails(images[rows], size=8)
+    for chunk in (1, 5, 37, 100):
+        assert np.array_equal(store_thumbnails(images, rows, size=8, chunk=chunk), whole)
+    assert store_thumbnails(images, rows[:0], size=8).shape == (0, 64)

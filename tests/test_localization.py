@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from cxr.data.nih import read_bbox_list, read_data_entry
-from cxr.data.prepare import read_sizes
+from cxr.data.prepare import open_store, prepare_store, read_sizes
 from cxr.interpret.localization import (
+    BoxFrameError,
     box_fraction,
     box_mask,
+    check_frame,
     heatmap_iou,
     localization_summary,
     map_box,
@@ -46,7 +50,7 @@ def test_box_mapping_scales_x_and_y_independently():
     ((0, 0, 0, 5), (10, 10), 8, "positive width"),
     ((0, 0, np.nan, 5), (10, 10), 8, "finite"),
     ((0, 0, 1), (10, 10), 8, "four finite numbers"),
-    ((0, 0, 1, 1), (0, 10), 8, "image_size"),
+    ((0, 0, 1, 1), (0, 10), 8, "frame"),
     ((0, 0, 1, 1), (10, 10), (8, 8, 8), "input_size"),
 ])
 def test_box_mapping_rejects_bad_input(box, original, size, match):
@@ -151,8 +155,8 @@ def test_nih_box_file_with_its_quirks_parses_and_maps(tmp_path):
     assert chosen["Finding Label"].tolist() == ["Atelectasis", "Infiltration", "Nodule"]
     assert chosen[["width", "height"]].to_numpy().tolist() == [[1024, 1024]] * 3
     nodule = chosen.iloc[2]
-    assert map_box(nodule[["x", "y", "w", "h"]], (nodule["width"], nodule["height"]), 64) == \
-        pytest.approx((32, 16, 4, 2))
+    assert map_box(nodule[["x", "y", "w", "h"]], 1024, 64) == pytest.approx((32, 16, 4, 2))
+    assert chosen.index.tolist() == [2, 3, 5]  # the box file's lines, for error messages
     with pytest.raises(ValueError, match="lacks column"):
         select_boxes(boxes, test_images, sizes.rename(columns={"width": "OriginalImage Width"}),
                      max_images=10, seed=0)
@@ -177,7 +181,7 @@ def test_nih_like_box_lands_where_drawn_whatever_the_film_size(tmp_path):
     sizes = read_sizes([name], [tmp_path / name])
     assert sizes[["width", "height"]].to_numpy().tolist() == [[1024, 1024]]
     box = select_boxes(boxes, [name], sizes, max_images=5, seed=0).iloc[0]
-    mapped = map_box(box[["x", "y", "w", "h"]], (box["width"], box["height"]), 64)
+    mapped = map_box(box[["x", "y", "w", "h"]], 1024, 64)
     assert mapped == pytest.approx((40, 16, 8, 16))
     # The lesion's pixels on a 64 px input (block average of the 1024 px image, 16 px per pixel)
     small = image.reshape(64, 16, 64, 16).mean(axis=(1, 3))
@@ -219,3 +223,64 @@ def test_log_metrics_carry_overall_and_per_finding_scores():
     assert metrics["boxes_scored"] == 3 and metrics["seconds_per_heatmap"] == 0.01
     assert metrics["pointing_Mass"] == 0.5 and metrics["iou_Nodule"] == 0.25
     assert metrics["pointing_Atelectasis"] is None  # no boxes: left out by Run.log_metrics
+
+
+FILM = Path(__file__).parent / "data" / "films" / "00000013_003.png"  # a real NIH PNG, 1024 px
+
+
+def _store_box_mask(tmp_path, side: int, box, frame=(1024, 1024), input_size=64):
+    """The box's mask on the model's input, through the pipeline's own path: the film (or a
+    copy resized to ``side``) prepared into a store, its size checked against the frame."""
+    folder = tmp_path / f"copy{side}"
+    folder.mkdir()
+    name = "00000013_003.png"
+    with Image.open(FILM) as film:
+        film.convert("L").resize((side, side), Image.Resampling.BILINEAR).save(folder / name)
+    store = _prepare(folder / name, name, input_size, tmp_path / f"s{side}")
+    boxes = pd.DataFrame({"Image Index": [name], "Finding Label": ["Pleural_Thickening"],
+                          "x": [box[0]], "y": [box[1]], "w": [box[2]], "h": [box[3]]},
+                         index=[7])
+    sizes = store.index.rename(columns={"source_width": "width", "source_height": "height"})
+    chosen = select_boxes(boxes, [name], sizes, max_images=5, seed=0)
+    check_frame(chosen, frame, "BBox_List_2017.csv")
+    assert chosen[["width", "height"]].to_numpy().tolist() == [[side, side]]
+    return box_mask(map_box(box, frame, input_size), (input_size, input_size))
+
+
+def _prepare(path, name, size, out):
+    prepare_store([path], [name], size, out, progress=None)
+    return open_store(out, image_size=size)
+
+
+def test_a_box_on_a_resized_copy_lands_where_it_lands_on_the_original(tmp_path):
+    box = (601.0, 596.0, 216.0, 181.0)  # in NIH's 1024 frame, like every BBox_List row
+    original = _store_box_mask(tmp_path, 1024, box)
+    for side in (512, 64):
+        copy = _store_box_mask(tmp_path, side, box)
+        iou = (original & copy).sum() / (original | copy).sum()
+        assert iou >= 0.9, side
+    # Read in the 512 px copy's own pixels (scaled by the file's size), the box lands elsewhere.
+    wrong = box_mask(map_box(box, (512, 512), 64), (64, 64))
+    assert (original & wrong).sum() / (original | wrong).sum() < 0.1
+
+
+def test_a_box_outside_its_frame_is_an_error_naming_the_row():
+    boxes = pd.DataFrame({"Image Index": ["a.png", "b.png"], "Finding Label": ["Mass"] * 2,
+                          "x": [10.0, 900.0], "y": [10.0, 20.0], "w": [50.0, 200.0],
+                          "h": [50.0, 30.0]}, index=[2, 3])
+    check_frame(boxes.iloc[:1], (1024, 1024), "boxes.csv")
+    with pytest.raises(BoxFrameError, match=r"boxes.csv, row 3: box .*b.png reaches beyond "
+                                            r"the frame 1024 x 1024 .*1 of 2 boxes"):
+        check_frame(boxes, (1024, 1024), "boxes.csv")
+    with pytest.raises(BoxFrameError, match="row 2"):
+        check_frame(boxes.assign(x=[-1.0, 0.0]), 1024, "boxes.csv")
+
+
+def test_an_image_that_does_not_fit_the_frame_is_an_error_naming_the_row():
+    boxes = pd.DataFrame({"Image Index": ["a.png", "b.png"], "Finding Label": ["Mass"] * 2,
+                          "x": 10.0, "y": 10.0, "w": 5.0, "h": 5.0,
+                          "width": [512, 512], "height": [511, 400]}, index=[5, 9])
+    check_frame(boxes.iloc[:1], (1024, 1024), "boxes.csv")  # a rounding pixel is a copy
+    with pytest.raises(BoxFrameError, match=r"row 9: image b.png is 512 x 400 px, whose aspect "
+                                            r"does not fit"):
+        check_frame(boxes, (1024, 1024), "boxes.csv")

@@ -77,7 +77,8 @@ def test_pipeline_stages_nest_under_one_parent_on_a_server(tmp_path, server, mon
         ("split", "--sample", "data/interim/sample.csv", "--out", split,
          "--metrics", "metrics/split.json", "--train-val-list", raw / "train_val_list.txt",
          "--test-list", raw / "test_list.txt"),
-        ("prepare", "--sample", "data/interim/sample.csv", "--out", store),
+        ("prepare", "--sample", "data/interim/sample.csv", "--out", store, "--metrics",
+         "metrics/prepare.json"),
         ("baseline", "--split", split, "--store", store, "--metrics", "metrics/baseline.json"),
     ]:
         stage(workdir, name, *args)
@@ -95,7 +96,10 @@ def test_pipeline_stages_nest_under_one_parent_on_a_server(tmp_path, server, mon
                                "--store", store, "--model-dir", f"models/{MODEL}",
                                "--metrics", f"metrics/eval/{MODEL}.json",
                                "--predictions", f"predictions/{MODEL}.csv",
-                               "--plots", f"plots/{MODEL}")
+                               "--plots", f"plots/{MODEL}",
+                               "--train-metrics", f"metrics/train/{MODEL}.json",
+                               "--split-metrics", "metrics/split.json",
+                               "--card", f"models/{MODEL}/MODEL_CARD.md")
         localize = pool.submit(stage, workdir, "localize", MODEL, "--split", split,
                                "--store", store, "--model-dir", f"models/{MODEL}",
                                "--bbox", raw / "BBox_List_2017.csv",
@@ -104,7 +108,8 @@ def test_pipeline_stages_nest_under_one_parent_on_a_server(tmp_path, server, mon
         logs.update(evaluate=evaluate.result(), localize=localize.result())
     logs.update({
         "report": stage(workdir, "report", "--split", split, "--split-metrics",
-                        "metrics/split.json", "--train-metrics", "metrics/train",
+                        "metrics/split.json", "--prepare-metrics", "metrics/prepare.json",
+                        "--train-metrics", "metrics/train",
                         "--eval-metrics", "metrics/eval", "--localize-metrics",
                         "metrics/localize", "--predictions", "predictions",
                         "--baseline", "metrics/baseline.json", "--plots", "plots",

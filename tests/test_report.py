@@ -60,7 +60,21 @@ def _eval(name: str, macro: float, seed: int) -> dict:
         "n_images": 282, "n_patients": 133, "n_boot": 1000,
         "mc_dropout": {"passes": 30, "threshold": 0.1, "referred_images_fraction": 0.18,
                        "mean_std": 0.05},
+        "subgroups": _subgroups(seed),
     }
+
+
+def _subgroups(seed: int) -> dict:
+    """The eval metrics' subgroup audit, computed on random scores of 282 test images."""
+    from cxr.evaluation.subgroups import subgroup_audit
+
+    rng = np.random.default_rng(seed)
+    patients = rng.integers(0, 133, 282)
+    y = (rng.random((282, len(LABELS))) < 0.15).astype(int)
+    groups = {"sex": np.where(patients % 2, "M", "F"), "view": np.where(rng.random(282) < 0.4,
+                                                                        "AP", "PA")}
+    return subgroup_audit(y, rng.random(y.shape), patients, groups, np.full(len(LABELS), 0.5),
+                          LABELS, min_images=30, min_positives=5, n_boot=50, seed=seed)
 
 
 BOXED = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
@@ -127,7 +141,8 @@ def example_context(tmp_path: Path, source: str = "phantoms") -> dict:
              "ci_high": 0.16, "p_value": 0.08},
         ],
         "figures": {key: _tiny_png(figures_dir / f"{key}.png", 100 + i)
-                    for i, key in enumerate(("referral", "reliability", "auc_comparison"))},
+                    for i, key in enumerate(("referral", "reliability", "auc_comparison",
+                                             "subgroups"))},
         "provenance": {"git_commit": "0123456789abcdef", "dvc_exp_name": "exp-tiny",
                        "mlflow_run_ids": {"split": "abc", "train@fusion": "def"},
                        "params": {"seed": 42, "data.source": source,
@@ -174,10 +189,16 @@ def _html_table2(page: str) -> tuple[list[str], list[list[str]], str]:
     return columns, rows, table
 
 
-@pytest.mark.parametrize("source, label", [("phantoms", document.PUBLISHED_LABEL_PHANTOMS),
-                                           ("nih", document.PUBLISHED_LABEL_NIH)])
-def test_table2_layout_and_published_label(tmp_path, source, label):
-    markdown, page = build.build_report(example_context(tmp_path, source))
+@pytest.mark.parametrize("source, comparable, label", [
+    ("phantoms", None, document.PUBLISHED_LABEL_PHANTOMS),
+    ("nih", None, document.PUBLISHED_LABEL_NOT_STUDY),   # what ran is not recorded
+    ("nih", False, document.PUBLISHED_LABEL_NOT_STUDY),
+    ("nih", True, document.PUBLISHED_LABEL_NIH)])
+def test_table2_layout_and_published_label(tmp_path, source, comparable, label):
+    context = example_context(tmp_path, source)
+    if comparable is not None:
+        context["data"]["comparability"] = {"comparable": comparable, "checks": []}
+    markdown, page = build.build_report(context)
     columns, rows, table = _html_table2(page)
     names = [document.display_name(name) for name in MODELS]
     assert columns == (["Finding"] + names + [f"{n} {document.PUBLISHED_MARK}" for n in names])
@@ -185,8 +206,8 @@ def test_table2_layout_and_published_label(tmp_path, source, label):
     assert all(len(row) == len(columns) for row in rows)
     assert label in table
     assert (document.PUBLISHED_LABEL_PHANTOMS in table) == (source == "phantoms")
-    # the published figures, typed in from the study's Table 2 (../shared/reference/
-    # study_table2.md: simple CNN, DenseNet121, EfficientNetB0, fusion), not read from
+    # the published figures, typed in from the study's Table 2 (simple CNN,
+    # DenseNet121, EfficientNetB0, fusion), not read from
     # PUBLISHED_STUDY: the macro row and two per-class rows
     macro = rows[-1]
     assert macro[-4:] == ["0.6558", "0.7096", "0.7363", "0.8156"]
@@ -217,7 +238,8 @@ def test_html_is_self_contained_and_embeds_figures(tmp_path):
     for forbidden in ("http://", "https://", 'src="/', "<link", "<script", "@import", "url("):
         assert forbidden not in page, forbidden
     images = re.findall(r'<img src="([^"]*)"', page)
-    assert len(images) == 3 + 5 * len(MODELS)  # 4 evaluation figures + 1 localize grid each
+    # referral, reliability, AUC comparison, subgroups; 4 evaluation figures + 1 localize each
+    assert len(images) == 4 + 5 * len(MODELS)
     assert all(re.match(r"data:image/(png|webp);base64,", src) for src in images)
     # the tracking URI in the params is still shown, as text
     assert "http&#58;//127.0.0.1:5000" in page
@@ -325,7 +347,7 @@ def test_markdown_references_figures_relative_to_its_folder(tmp_path):
     assert md_path == tmp_path / "reports" / "report.md"
     markdown = md_path.read_text()
     targets = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
-    assert len(targets) == 3 + 5 * len(MODELS)
+    assert len(targets) == 4 + 5 * len(MODELS)  # as in the HTML test above
     assert "../plots/fusion/roc.png" in targets
     assert all((md_path.parent / target).is_file() for target in targets)
     assert "data:image" not in markdown
@@ -498,3 +520,27 @@ def test_localization_section_notes_coarse_maps_and_their_placement(tmp_path):
         model["localize"]["grid"] = [7, 7]
     markdown, _ = build.build_report(context)
     assert "Coarse maps" not in markdown
+
+
+def test_a_real_data_run_is_compared_with_the_study_only_in_the_study_setting(tmp_path):
+    from cxr.report.comparability import study_comparability
+
+    epochs = {"simple_cnn": 25, "fusion": 25}
+    study = study_comparability("nih", 55_995, 224, "imagenet", epochs, 0)
+    assert study["comparable"]
+    small = study_comparability("nih", 496, 64, "none", {"simple_cnn": 25, "fusion": 2}, 496)
+    assert not small["comparable"]
+    assert [c["what"] for c in small["checks"] if not c["met"]] == [
+        "images", "image size", "files at that size", "initial weights", "epochs"]
+    assert not study_comparability("phantoms", 55_995, 224, "imagenet", epochs, 0)["comparable"]
+    assert not study_comparability("nih", 55_995, 224, "imagenet", epochs, None)["comparable"]
+
+    context = example_context(tmp_path, "nih")
+    context["data"]["comparability"] = small
+    markdown, _ = build.build_report(context)
+    assert "real NIH ChestX-ray14 images, but this run is not the study's setting" in markdown
+    assert "image size 64 px (study: 224 px)" in markdown
+    assert "can be set beside" not in markdown
+    context["data"]["comparability"] = study
+    markdown, _ = build.build_report(context)
+    assert "the numbers can be set beside the published study's" in markdown

@@ -68,7 +68,8 @@ def test_data_stages_chain_through_path_arguments(workdir):
     summary = json.loads((workdir / "metrics/split.json").read_text())
     assert summary  # written where the argument said
 
-    stage(workdir, "prepare", "--sample", "data/interim/sample.csv", "--out", "data/prepared")
+    stage(workdir, "prepare", "--sample", "data/interim/sample.csv", "--out", "data/prepared",
+          "--metrics", "metrics/prepare.json")
     store = json.loads((workdir / "data/prepared/store.json").read_text())
     assert store["count"] == len(sample) and store["image_size"] == 64
     stage(workdir, "baseline", "--split", "data/processed/split.csv", "--store", "data/prepared",
@@ -103,9 +104,13 @@ def test_report_stage_reads_every_input_from_its_arguments(workdir):
             predictions[f"{label}_std"] = std[:, index]
         write_table(predictions, workdir / "predictions" / f"{name}.csv")
     (workdir / "metrics/localize").mkdir(parents=True, exist_ok=True)  # none: a note
+    write_json({"images": len(split), "image_size": 64, "source_side_min": 32,
+                "source_side_median": 32.0, "source_side_max": 32, "upsampled": len(split),
+                "upsampled_fraction": 1.0, "non_square": 0}, workdir / "metrics/prepare.json")
 
     out = stage(workdir, "report", "--split", "data/processed/split.csv",
-                "--split-metrics", "metrics/split.json", "--train-metrics", "metrics/train",
+                "--split-metrics", "metrics/split.json", "--prepare-metrics", "metrics/prepare.json",
+                "--train-metrics", "metrics/train",
                 "--eval-metrics", "metrics/eval", "--localize-metrics", "metrics/localize",
                 "--predictions", "predictions", "--baseline", "metrics/baseline.json",
                 "--plots", "plots", "--out", "reports",
@@ -130,6 +135,7 @@ def test_report_stage_reads_every_input_from_its_arguments(workdir):
     assert "Linear baseline" in markdown
     assert "### Why referral helps or not" in markdown
     assert "Simple CNN" in markdown and "DenseNet121" in markdown
+    assert f"Prepare upsampled {len(split)} of {len(split)} image files" in markdown
     assert (workdir / "reports/report.html").read_text().startswith("<!DOCTYPE html>")
     assert (workdir / "reports/figures/auc_comparison.png").is_file()
 

@@ -71,13 +71,38 @@ class LinearBaseline:
         return np.stack(columns, axis=1)
 
 
+# Rows decoded at once when thumbnails are taken from a store: bounds the baseline's memory to
+# THUMBNAIL_CHUNK images (2048 x 224 x 224 bytes = 103 MB) plus the thumbnails themselves
+# (4 bytes x size^2 per image: 40 MB for NIH's 39,000 training images at 16 x 16).
+THUMBNAIL_CHUNK = 2048
+
+
+def store_thumbnails(images: np.ndarray, rows: np.ndarray, size: int = 16,
+                     chunk: int = THUMBNAIL_CHUNK) -> np.ndarray:
+    """:func:`thumbnails` of ``images[rows]``, ``chunk`` rows at a time, so a memory-mapped
+    store is never loaded whole; the same values as one call on all rows."""
+    rows = np.asarray(rows, dtype=np.int64)
+    check_scalar(chunk, "chunk", "int", min_val=1)
+    if not len(rows):
+        return np.zeros((0, size * size), dtype=np.float32)
+    return np.concatenate([thumbnails(images[rows[start:start + chunk]], size)
+                           for start in range(0, len(rows), chunk)])
+
+
 def fit_and_score(train_images: np.ndarray, train_labels: np.ndarray,
                   test_images: np.ndarray, size: int = 16,
-                  regularization: float = 0.05) -> np.ndarray:
-    """Fit the baseline on the training images and return its scores on the test images."""
+                  regularization: float = 0.05, train_rows: np.ndarray | None = None,
+                  test_rows: np.ndarray | None = None) -> np.ndarray:
+    """Fit the baseline on the training images and return its scores on the test images.
+
+    With ``train_rows`` / ``test_rows`` the images are a store's (memory-mapped) array and the
+    rows pick the split's images, read in chunks (:func:`store_thumbnails`)."""
+    def features(images, rows):
+        return thumbnails(images, size) if rows is None else store_thumbnails(images, rows, size)
+
     baseline = LinearBaseline(regularization=regularization)
-    baseline.fit(thumbnails(train_images, size), train_labels)
-    return baseline.decision_function(thumbnails(test_images, size))
+    baseline.fit(features(train_images, train_rows), train_labels)
+    return baseline.decision_function(features(test_images, test_rows))
 
 
 def baseline_summary(bootstrap: dict, labels: Sequence[str], settings: dict) -> dict:

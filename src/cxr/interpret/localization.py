@@ -7,17 +7,17 @@ Geometry. A box is ``(x, y, w, h)`` in pixels with the origin at the image's top
 pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``, so its centre is
 ``(col + 0.5, row + 0.5)``. A pixel belongs to a box when its centre lies inside the box
 (half-open, ``x <= cx < x + w``); a box too thin to hold any centre still holds the pixel that
-contains its own centre, so every box has at least one pixel. Boxes come in the pixels of the
-image *file* they were drawn on (NIH: the 1024 x 1024 PNGs; phantoms: their PNG size);
-:func:`map_box` maps them onto the model's input, which the pipeline squashes to a square
-without keeping the aspect ratio (``cxr.data.loading.decode_and_resize``), so x and y scale
-independently.
+contains its own centre, so every box has at least one pixel.
 
-NIH's ``OriginalImage[Width,Height]`` is *not* that size: it is the scanned film's size (2500 x
-2048, 2992 x 2991, ...) before NIH resized every film to 1024 x 1024, while ``BBox_List_2017``
-is in the 1024 px PNG's pixels (every box fits in 1024 x 1024). Scaling boxes by it shrinks
-them 2-3x towards the top-left corner. The size used here is the PNG's own, read from its
-header (:func:`cxr.data.prepare.read_size`).
+Frames. A box file's coordinates are in a declared *frame* (``data.bbox_frame``; NIH: the
+pixels of its published 1024 x 1024 PNGs, every box within 1024 x 1024), whatever size the
+image files on disk have: a user's 512 or 64 px copy of the download keeps its boxes in the
+1024 frame. :func:`check_frame` refuses a box outside its frame and an image file whose aspect
+does not fit the frame (a crop, or another data set's boxes), naming the CSV row; nothing is
+clipped. :func:`map_box` then maps frame pixels onto the model's input, which the pipeline
+squashes to a square without keeping the aspect ratio (``cxr.data.prepare.resize_gray``), so x
+and y scale independently. Neither the file's own size nor NIH's
+``OriginalImage[Width,Height]`` (the scanned film's size, 2500 x 2048, ...) is the frame.
 
 Scores, one heatmap and one box at a time:
 
@@ -75,24 +75,70 @@ def _check_box(box, name: str = "box") -> Box:
     return values  # type: ignore[return-value]
 
 
-def map_box(box_xywh: Sequence[float], image_size, input_size) -> Box:
-    """A box in the image file's pixels -> the same box on the model's input.
+def map_box(box_xywh: Sequence[float], frame, input_size) -> Box:
+    """A box in its frame's pixels -> the same box on the model's input.
 
     Args:
-        box_xywh: ``(x, y, w, h)`` in pixels of the image file (NIH: the 1024 px PNG).
-        image_size: that file's ``(width, height)`` in pixels (its PNG header; *not* NIH's
-            ``OriginalImage[Width,Height]``, the film's size), or one number for a square image.
+        box_xywh: ``(x, y, w, h)`` in pixels of the box file's frame (NIH: 1024 x 1024).
+        frame: the frame's ``(width, height)``, or one number for a square frame.
         input_size: the model's input side (the pipeline resizes to a square), or a
             ``(width, height)`` pair.
 
-    x and w scale by ``input_width / image_width``, y and h by
-    ``input_height / image_height``: the pipeline squashes, it does not letterbox.
+    x and w scale by ``input_width / frame_width``, y and h by
+    ``input_height / frame_height``: the pipeline squashes, it does not letterbox.
     """
     x, y, w, h = _check_box(box_xywh, "box_xywh")
-    image_w, image_h = _size_pair(image_size, "image_size")
+    frame_w, frame_h = _size_pair(frame, "frame")
     input_w, input_h = _size_pair(input_size, "input_size")
-    scale_x, scale_y = input_w / image_w, input_h / image_h
+    scale_x, scale_y = input_w / frame_w, input_h / frame_h
     return (x * scale_x, y * scale_y, w * scale_x, h * scale_y)
+
+
+class BoxFrameError(ValueError):
+    """A box outside its declared frame, or an image file that does not fit the frame."""
+
+
+# An image file fits the frame when its aspect is the frame's to 1%: a resized copy keeps the
+# aspect to within a pixel of rounding, a crop or another data set's film does not.
+ASPECT_TOLERANCE = 0.01
+
+
+def check_frame(boxes: pd.DataFrame, frame, source: str = "box file") -> None:
+    """Refuse boxes that do not lie in ``frame`` and image files that do not fit it.
+
+    Args:
+        boxes: Image Index, x, y, w, h, indexed by the box file's line (``read_bbox_list``);
+            with columns ``width`` and ``height`` (each image file's own size, as
+            :func:`select_boxes` appends them) the files' aspects are checked too.
+        frame: the frame's ``(width, height)`` (``data.bbox_frame``), or one number.
+        source: the box file's name, for the message.
+
+    Raises BoxFrameError naming the file, the CSV row, the box and the frame.
+    """
+    frame_w, frame_h = _size_pair(frame, "frame")
+    x, y = boxes["x"].to_numpy(float), boxes["y"].to_numpy(float)
+    right, bottom = x + boxes["w"].to_numpy(float), y + boxes["h"].to_numpy(float)
+    outside = (x < 0) | (y < 0) | (right > frame_w) | (bottom > frame_h)
+    if outside.any():
+        at = int(np.flatnonzero(outside)[0])
+        row = boxes.iloc[at]
+        raise BoxFrameError(
+            f"{source}, row {boxes.index[at]}: box (x {row['x']:g}, y {row['y']:g}, w "
+            f"{row['w']:g}, h {row['h']:g}) of {row['Image Index']} reaches beyond the frame "
+            f"{frame_w:g} x {frame_h:g} (data.bbox_frame); expected every box inside the frame "
+            f"its coordinates are written in, {int(outside.sum())} of {len(boxes)} boxes are not")
+    if not set(SIZE_COLUMNS) <= set(boxes.columns):
+        return
+    aspect = boxes["width"].to_numpy(float) / boxes["height"].to_numpy(float)
+    misfit = np.abs(aspect / (frame_w / frame_h) - 1) > ASPECT_TOLERANCE
+    if misfit.any():
+        at = int(np.flatnonzero(misfit)[0])
+        row = boxes.iloc[at]
+        raise BoxFrameError(
+            f"{source}, row {boxes.index[at]}: image {row['Image Index']} is "
+            f"{int(row['width'])} x {int(row['height'])} px, whose aspect does not fit the "
+            f"boxes' frame {frame_w:g} x {frame_h:g} (data.bbox_frame); expected the file to be "
+            f"the frame's image or a resized copy of it")
 
 
 def _check_heatmap(heatmap) -> np.ndarray:
@@ -250,15 +296,15 @@ def select_boxes(boxes: pd.DataFrame, images: Iterable[str], image_sizes: pd.Dat
         boxes: ``cxr.data.nih.read_bbox_list`` output (Image Index, Finding Label, x, y, w, h).
         images: the image names eligible (the test split).
         image_sizes: ``Image Index``, ``width``, ``height``: the size in pixels of each image
-            *file* the boxes were drawn on (``cxr.data.prepare.read_size``), for at least the
-            chosen images. Not NIH's ``OriginalImage[Width,Height]`` (see the module doc).
+            file (the prepared store's index), for at least the chosen images; kept so that
+            :func:`check_frame` can check each file fits the boxes' frame.
         max_images: cap on the images scored; when more are eligible, a seeded draw without
             replacement picks them (the same for every model).
         seed: seed of that draw.
 
     Returns:
         The chosen boxes sorted by image name then file order, with the file's size appended
-        as columns ``width`` and ``height``; a fresh 0..n-1 index.
+        as columns ``width`` and ``height``; indexed by the box file's line.
     """
     check_int(max_images, "max_images", min_val=1, type_error=ValueError)
     absent = [c for c in ("Image Index", *SIZE_COLUMNS) if c not in image_sizes.columns]
@@ -271,7 +317,7 @@ def select_boxes(boxes: pd.DataFrame, images: Iterable[str], image_sizes: pd.Dat
         chosen = np.random.default_rng(seed).choice(len(names), max_images, replace=False)
         names = names[np.sort(chosen)]
     chosen_boxes = eligible[eligible["Image Index"].isin(set(names))]
-    chosen_boxes = chosen_boxes.sort_values("Image Index", kind="mergesort").reset_index(drop=True)
+    chosen_boxes = chosen_boxes.sort_values("Image Index", kind="mergesort")
     sizes = image_sizes.drop_duplicates("Image Index").set_index("Image Index")
     missing = sorted(set(names) - set(sizes.index))
     if missing:

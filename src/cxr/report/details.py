@@ -226,12 +226,25 @@ def _coarse_map_note(results: Mapping[str, Mapping]) -> str | None:
             "Grad-CAM). Read these scores as which region wins, not as lesion outlines.")
 
 
+def _box_file_counts(context) -> str:
+    """"N boxes on M images, K findings", from the localize results (the data's own counts)."""
+    for name in _models(context):
+        result = _get(context, "models", name, "localize")
+        if isinstance(result, Mapping) and result.get("boxes_in_file") is not None:
+            findings = result.get("findings_with_boxes_in_file") or []
+            return (f"{_int(result['boxes_in_file'])} boxes on "
+                    f"{_int(result.get('images_with_boxes_in_file'))} images, "
+                    f"{len(findings)} finding{'s' if len(findings) != 1 else ''}")
+    return "counts not recorded"
+
+
 def _localization(context) -> list:
     source = _get(context, "data", "source")
-    truth = ("the phantom generator's box file, which knows every planted lesion"
+    counts = _box_file_counts(context)
+    truth = (f"the phantom generator's box file, which knows every planted lesion ({counts})"
              if source == "phantoms" else
-             "NIH's BBox_List_2017.csv (984 boxes drawn by radiologists, 8 findings)"
-             if source == "nih" else "the data's box file")
+             f"NIH's BBox_List_2017.csv, boxes drawn by radiologists ({counts})"
+             if source == "nih" else f"the data's box file ({counts})")
     blocks: list = [Paragraph([
         "Grad-CAM heatmaps of each test image that has a lesion box, for the box's finding, "
         f"scored against the box (ground truth: {truth}). ",

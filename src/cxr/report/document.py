@@ -59,9 +59,11 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("model-comparison", "Model comparison"),
     ("calibration", "Calibration"),
     ("uncertainty", "Uncertainty"),
+    ("subgroups", "Subgroups: sex, view position and age"),
     ("localization", "Localization: do the Grad-CAM heatmaps point at the lesion?"),
     ("training", "Training"),
     ("roc-curves", "ROC curves"),
+    ("model-cards", "Model cards"),
     ("provenance", "Provenance"),
 )
 MACRO_ROW = "Macro AUC (95% CI)"
@@ -69,9 +71,15 @@ MISSING = "—"
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 
 
-def published_label(source: str | None) -> str:
-    """Heading of the published columns: only real NIH data makes them comparable."""
-    return PUBLISHED_LABEL_NIH if source == "nih" else PUBLISHED_LABEL_PHANTOMS
+PUBLISHED_LABEL_NOT_STUDY = ("Published study (real NIH data; not comparable: this run differs "
+                             "from the study in data, size, weights or epochs)")
+
+
+def published_label(source: str | None, comparable: bool = False) -> str:
+    """Heading of the published columns: only a run in the study's setting is comparable."""
+    if source != "nih":
+        return PUBLISHED_LABEL_PHANTOMS
+    return PUBLISHED_LABEL_NIH if comparable else PUBLISHED_LABEL_NOT_STUDY
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cxr.labels import LABELS
+from cxr.report.comparability import unmet
 from cxr.report.document import (
     MACRO_ROW,
     MISSING,
@@ -39,12 +40,11 @@ from cxr.report.formatting import (
 
 
 def _summary(context) -> list:
-    source = _get(context, "data", "source")
     evaluated = _evaluated(context)
     blocks: list = []
     if not evaluated:
         blocks.append(Note(["No model has a test evaluation yet, so there is nothing to rank."]))
-        blocks.append(Paragraph([_source_sentence(source)]))
+        blocks.append(Paragraph([_source_sentence(context)]))
         return blocks
     ranked = sorted(evaluated, key=lambda name: -evaluated[name]["macro_auc"])
     best = ranked[0]
@@ -58,7 +58,7 @@ def _summary(context) -> list:
         parts.append(" Ranking: " + " > ".join(
             f"{display_name(name)} {_auc(evaluated[name]['macro_auc'])}" for name in ranked) + ".")
         parts.append(_lead_sentence(best, ranked[1], context.get("comparisons")))
-    parts.append(" " + _source_sentence(source))
+    parts.append(" " + _source_sentence(context))
     parts.append(" ROC-AUC is the chance that a random positive image scores above a random "
                  "negative one (0.5: chance, 1.0: perfect ranking); the macro value is the "
                  "unweighted mean over the findings that have positives in the test split, and "
@@ -71,15 +71,36 @@ def _summary(context) -> list:
     return blocks
 
 
-def _source_sentence(source) -> str:
+def _source_sentence(context) -> str:
+    source = _get(context, "data", "source")
     if source == "phantoms":
         return ("The data are synthetic phantoms in the NIH layout with planted findings: the "
                 "numbers show that the pipeline works end to end, not how well a model reads "
                 "real chest X-rays, and they are not comparable with the published study.")
     if source == "nih":
-        return ("The data are the real NIH ChestX-ray14 images, split by patient, so the "
-                "numbers can be set beside the published study's.")
+        comparability = _get(context, "data", "comparability")
+        if isinstance(comparability, Mapping) and comparability.get("comparable"):
+            return ("The data are the real NIH ChestX-ray14 images at the study's sample size, "
+                    "image size, weights and epochs, split by patient: the numbers can be set "
+                    "beside the published study's, whose image-level split let test patients "
+                    "also train (it flatters the study).")
+        missed = unmet(comparability)
+        return ("The data are real NIH ChestX-ray14 images, but this run is not the study's "
+                "setting" + (": " + "; ".join(missed) if missed else " (not recorded)")
+                + ". Its numbers show the pipeline on real films; they are not a reproduction "
+                "and are not to be set beside the published study's.")
     return f"Data source: {source if source else 'not recorded'}."
+
+
+def _upsampling_note(context) -> list:
+    prepared = _get(context, "data", "prepare")
+    if not isinstance(prepared, Mapping) or not prepared.get("upsampled"):
+        return []
+    return [Note([f"Prepare upsampled {_int(prepared['upsampled'])} of "
+                  f"{_int(prepared.get('images'))} image files (smallest side "
+                  f"{_int(prepared.get('source_side_min'))} px) to "
+                  f"{_int(prepared.get('image_size'))} px: they hold no detail finer than "
+                  f"their own size, so the models saw less than the input size suggests."])]
 
 
 def _lead_sentence(best: str, second: str, comparisons) -> str:
@@ -100,10 +121,10 @@ def _lead_sentence(best: str, second: str, comparisons) -> str:
 
 
 def _test_auc(context) -> list:
-    source = _get(context, "data", "source")
     models = _models(context)
     evaluated = _evaluated(context)
-    label = published_label(source)
+    comparable = bool(_get(context, "data", "comparability", "comparable"))
+    label = published_label(_get(context, "data", "source"), comparable)
     published = list(PUBLISHED_STUDY["models"])
     blocks: list = []
     for name in models:
@@ -206,9 +227,8 @@ def _bold_best(values: list[tuple[float | None, str]], floor: float | None = Non
 
 
 def _data(context) -> list:
-    source = _get(context, "data", "source")
     split = _get(context, "data", "split")
-    blocks: list = [Paragraph([_source_sentence(source)])]
+    blocks: list = [Paragraph([_source_sentence(context)]), *_upsampling_note(context)]
     if not isinstance(split, Mapping):
         blocks.append(Note(["No split summary (metrics/split.json) in the report context."]))
         return blocks

@@ -98,11 +98,17 @@ def image_folder(position: int, images_per_folder: int) -> str:
     return f"images_{position // images_per_folder + 1:03d}/images"
 
 
-def _bbox_rows(plan: list[PlannedImage], boxes: list[dict]) -> list[str]:
+# NIH writes its boxes in the pixels of its 1024 x 1024 PNGs; the phantoms do the same, so
+# their smaller PNGs are what a user's resized copy of the download is (boxes in the 1024 frame).
+BOX_FRAME = 1024
+
+
+def _bbox_rows(plan: list[PlannedImage], boxes: list[dict], image_size: int) -> list[str]:
+    scale = BOX_FRAME / image_size
     rows = []
     for planned, image_boxes in zip(plan, boxes, strict=True):
         for name in planned.truth:
-            x, y, w, h = image_boxes[name]
+            x, y, w, h = (value * scale for value in image_boxes[name])
             label = BBOX_SPELLING.get(name, name)
             rows.append(f"{planned.image_index},{label},{x:.1f},{y:.1f},{w:.1f},{h:.1f},,,")
     return rows
@@ -160,7 +166,7 @@ def generate_phantoms(out_dir: str | Path, config: PhantomConfig,
              for p, path in zip(plan, paths, strict=True)]
     boxes = _render_all(tasks, config.processes, progress)
     # The CSVs come last: a Data_Entry file means every image it lists exists.
-    _write_lines(out / "BBox_List_2017.csv", BBOX_HEADER, _bbox_rows(plan, boxes))
+    _write_lines(out / "BBox_List_2017.csv", BBOX_HEADER, _bbox_rows(plan, boxes, config.image_size))
     _write_lines(out / "phantom_truth.csv", TRUTH_HEADER,
                  [f"{p.image_index},{_joined(p.truth)}" for p in plan])
     train_val, test = official_lists(plan, config.seed)
