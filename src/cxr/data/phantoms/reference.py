@@ -1,7 +1,7 @@
 """NIH ChestX-ray14 statistics and file formats the phantoms imitate (constants only).
 
 The numbers are copied from the real Data_Entry_2017_v2020.csv so the generator never needs
-../shared at run time. Per-class tuples follow cxr.labels.LABELS.
+the NIH files at run time. Per-class tuples follow cxr.labels.LABELS.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 
 # --------------------------------------------------------------------------------------------
 # NIH statistics (Data_Entry_2017_v2020.csv: 112,120 images, 30,805 patients), copied here so
-# the generator never needs ../shared at run time. Order of per-class tuples: cxr.labels.LABELS.
+# the generator never needs the NIH files at run time. Order of per-class tuples: cxr.labels.LABELS.
 # --------------------------------------------------------------------------------------------
 NIH_IMAGES = 112_120
 NIH_POSITIVES = (11559, 2776, 4667, 2303, 13317, 2516, 1686, 227, 19894, 5782, 6331, 3385, 1431,
