@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/mc_dropout.py
 	$(BIN)/python benchmarks/gradcam.py
+	$(BIN)/python benchmarks/full_size.py
 
 clean:
 	rm -rf data models predictions .checkpoints mlflow.db mlartifacts
