@@ -103,6 +103,12 @@ class BoxFrameError(ValueError):
 ASPECT_TOLERANCE = 0.01
 
 
+def _first_row(boxes: pd.DataFrame, mask: np.ndarray):
+    """(box file line, row) of the first box where ``mask`` holds."""
+    at = int(np.flatnonzero(mask)[0])
+    return boxes.index[at], boxes.iloc[at]
+
+
 def check_frame(boxes: pd.DataFrame, frame, source: str = "box file") -> None:
     """Refuse boxes that do not lie in ``frame`` and image files that do not fit it.
 
@@ -120,10 +126,9 @@ def check_frame(boxes: pd.DataFrame, frame, source: str = "box file") -> None:
     right, bottom = x + boxes["w"].to_numpy(float), y + boxes["h"].to_numpy(float)
     outside = (x < 0) | (y < 0) | (right > frame_w) | (bottom > frame_h)
     if outside.any():
-        at = int(np.flatnonzero(outside)[0])
-        row = boxes.iloc[at]
+        line, row = _first_row(boxes, outside)
         raise BoxFrameError(
-            f"{source}, row {boxes.index[at]}: box (x {row['x']:g}, y {row['y']:g}, w "
+            f"{source}, row {line}: box (x {row['x']:g}, y {row['y']:g}, w "
             f"{row['w']:g}, h {row['h']:g}) of {row['Image Index']} reaches beyond the frame "
             f"{frame_w:g} x {frame_h:g} (data.bbox_frame); expected every box inside the frame "
             f"its coordinates are written in, {int(outside.sum())} of {len(boxes)} boxes are not")
@@ -132,10 +137,9 @@ def check_frame(boxes: pd.DataFrame, frame, source: str = "box file") -> None:
     aspect = boxes["width"].to_numpy(float) / boxes["height"].to_numpy(float)
     misfit = np.abs(aspect / (frame_w / frame_h) - 1) > ASPECT_TOLERANCE
     if misfit.any():
-        at = int(np.flatnonzero(misfit)[0])
-        row = boxes.iloc[at]
+        line, row = _first_row(boxes, misfit)
         raise BoxFrameError(
-            f"{source}, row {boxes.index[at]}: image {row['Image Index']} is "
+            f"{source}, row {line}: image {row['Image Index']} is "
             f"{int(row['width'])} x {int(row['height'])} px, whose aspect does not fit the "
             f"boxes' frame {frame_w:g} x {frame_h:g} (data.bbox_frame); expected the file to be "
             f"the frame's image or a resized copy of it")

@@ -19,6 +19,7 @@ from cxr.report.document import (
     display_name,
 )
 from cxr.report.formatting import (
+    _absent_notes,
     _auc,
     _curve_auc,
     _duration,
@@ -257,14 +258,10 @@ def _localization(context) -> list:
     models = _models(context)
     results = {name: _get(context, "models", name, "localize") for name in models}
     results = {name: value for name, value in results.items() if isinstance(value, Mapping)}
-    missing = [name for name in models if name not in results]
+    blocks += _absent_notes(models, results, "localization results",
+                            "metrics/localize/NAME.json")
     if not results:
-        blocks.append(Note(["No localization results (metrics/localize/NAME.json) in the "
-                            "report context."]))
         return blocks
-    if missing:
-        blocks.append(Note([f"No localization results for "
-                            f"{', '.join(display_name(m) for m in missing)}."]))
     shown = [name for name in models if name in results]
 
     def entry(name, finding):

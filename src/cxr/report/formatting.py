@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from cxr.report.document import MISSING, PUBLISHED_STUDY, Figure
+from cxr.report.document import MISSING, PUBLISHED_STUDY, Figure, Note, display_name
 
 
 def _get(mapping, *keys):
@@ -26,6 +26,17 @@ def _models(context) -> list[str]:
         return []
     known = [name for name in PUBLISHED_STUDY["models"] if name in models]
     return known + [str(name) for name in models if name not in known]
+
+
+def _absent_notes(models, results: Mapping, what: str, where: str) -> list:
+    """The note a section shows when no model, or only some, have ``what`` (from ``where``):
+    empty when every model has it."""
+    if not results:
+        return [Note([f"No {what} ({where}) in the report context."])]
+    missing = [name for name in models if name not in results]
+    if missing:
+        return [Note([f"No {what} for {', '.join(display_name(m) for m in missing)}."])]
+    return []
 
 
 def _evaluated(context) -> dict[str, Mapping]:

@@ -17,14 +17,13 @@ from cxr.report.document import (
     MISSING,
     Cell,
     Figure,
-    Note,
     Paragraph,
     Subheading,
     Table,
     Text,
     display_name,
 )
-from cxr.report.formatting import _get, _int, _models, _num, _percent, _signed
+from cxr.report.formatting import _absent_notes, _get, _int, _models, _num, _percent, _signed
 from cxr.report.plots import _figure, _save, model_color
 
 AXIS_NAMES = {"sex": "Sex", "view": "View position", "age": "Age band"}
@@ -195,14 +194,10 @@ def subgroup_section(context) -> list:
     if caveat:  # a fact about the data, not a gap in the report: a paragraph, not a note
         blocks.append(Paragraph([Text("Phantom data.", bold=True), " ", caveat]))
     audits = _audits(context)
-    missing = [name for name in _models(context) if name not in audits]
+    blocks += _absent_notes(_models(context), audits, "subgroup audit",
+                            "the subgroups key of metrics/eval/NAME.json")
     if not audits:
-        blocks.append(Note(["No subgroup audit (the subgroups key of metrics/eval/NAME.json) "
-                            "in the report context."]))
         return blocks
-    if missing:
-        blocks.append(Note([f"No subgroup audit for "
-                            f"{', '.join(display_name(m) for m in missing)}."]))
     blocks.append(subgroup_table(audits))
     blocks.append(Subheading("Largest gaps"))
     blocks.append(gap_table(audits))
